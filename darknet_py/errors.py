@@ -1,0 +1,20 @@
+"""Errors raised for bad user input. Each carries a one-line message naming the file, the line or option,
+and what was expected versus what was found; the CLI prints it without a traceback."""
+
+
+class DarknetError(Exception):
+    """Base of every error caused by user input (cfg, weights, data, images, CLI arguments)."""
+
+
+class DarknetConfigError(DarknetError):
+    """A .cfg file that darknet_py cannot build a network from."""
+
+
+class DarknetWeightsError(DarknetError):
+    """A .weights file that does not fit the network it is loaded into."""
+
+
+def located(path, line, message):
+    """`path:line: message`, the form compilers use, so editors can jump to it."""
+    where = f"{path}:{line}" if line else f"{path}"
+    return f"{where}: {message}"

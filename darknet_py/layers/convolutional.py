@@ -1,0 +1,142 @@
+"""[convolutional] / [conv]: grouped, strided, dilated 2-D convolution with optional batch normalization.
+
+Darknet facts (src/parser.c parse_convolutional, src/convolutional_layer.c):
+- defaults: filters=1, size=1, stride=1, groups=1, pad=0, padding=0, dilation=1, activation=logistic,
+  batch_normalize=0; `pad=1` means padding=size/2; dilation is forced to 1 when size=1;
+  stride_x/stride_y override stride when both are >= 1.
+- output: (w + 2*padding - size)/stride_x + 1 (darknet's formula does not include the dilation);
+- BFLOPS = 2 * nweights * out_h * out_w / 1e9 with nweights = (c/groups) * filters * size^2, /32 for xnor.
+- weights file order: biases[n]; if batch_normalize: scales[n], rolling_mean[n], rolling_variance[n];
+  weights[n, c/groups, size, size]. A layer with share_index owns no weights.
+"""
+from . import register
+from .base import Layer, darknet_float, fmt_shape
+from ..activations import read_activation
+
+
+@register("convolutional", "conv")
+class Convolutional(Layer):
+    kind = "convolutional"
+
+    def configure(self, s, ctx):
+        self.filters = s.get_int("filters", 1, minimum=1)
+        self.groups = s.get_int("groups", 1, minimum=1)
+        self.size = s.get_int("size", 1, minimum=1)
+        stride_x = s.get_int("stride_x", -1)
+        stride_y = s.get_int("stride_y", -1)
+        if stride_x < 1 or stride_y < 1:
+            stride = s.get_int("stride", 1, minimum=1)
+            stride_x = stride if stride_x < 1 else stride_x
+            stride_y = stride if stride_y < 1 else stride_y
+        else:
+            s.get_int("stride", 1)
+        self.stride_x, self.stride_y = stride_x, stride_y
+        self.dilation = s.get_int("dilation", 1, minimum=1)
+        if self.size == 1:
+            self.dilation = 1
+        pad = s.get_int("pad", 0)
+        self.padding = s.get_int("padding", 0, minimum=0)
+        if pad:
+            self.padding = self.size // 2
+        self.activation = read_activation(s, "logistic")
+        self.batch_normalize = s.get_int("batch_normalize", 0, minimum=0, maximum=1)
+        if s.get_int("cbn", 0):
+            self.batch_normalize = 1
+        self.binary = s.get_int("binary", 0)
+        self.xnor = s.get_int("xnor", 0)
+        self.bin_output = s.get_int("bin_output", 0)
+        if self.xnor:
+            self.groups = 1   # darknet disables groups for XNOR nets
+        for key in ("antialiasing", "sway", "rotate", "stretch", "stretch_sway", "coordconv"):
+            if s.get_int(key, 0):
+                raise s.error(key, f"{key}={s.options[key].value} is not supported by darknet_py yet")
+        if s.get_float("assisted_excitation", 0):
+            raise s.error("assisted_excitation", "assisted_excitation is not supported by darknet_py yet")
+        self.flipped = s.get_int("flipped", 0)
+        s.get_float("dot", 0); s.get_float("angle", 15); s.get_int("grad_centr", 0); s.get_float("reverse", 0)
+        s.get_int("stream", -1); s.get_int("wait_stream", -1)
+
+        share = s.get_int("share_index", None)
+        self.share_index = None
+        if share is not None:
+            self.share_index = ctx.resolve(s, "share_index", share)
+            other = ctx.layers[self.share_index]
+            if not isinstance(other, Convolutional) or (other.size, other.c, other.filters, other.groups) != \
+                    (self.size, self.c, self.filters, self.groups):
+                raise s.error("share_index", f"expected a [convolutional] layer with the same size, channels, "
+                                             f"filters and groups; layer {self.share_index} differs")
+
+        if self.c % self.groups:
+            raise s.error("groups", f"expected groups to divide the {self.c} input channels; got groups={self.groups}")
+        if self.filters % self.groups:
+            raise s.error("groups", f"expected groups to divide filters={self.filters}; got groups={self.groups}")
+        self.out_w = (self.w + 2 * self.padding - self.size) // self.stride_x + 1
+        self.out_h = (self.h + 2 * self.padding - self.size) // self.stride_y + 1
+        self.out_c = self.filters
+        if self.out_w < 1 or self.out_h < 1:
+            raise s.error("size", f"expected size <= input + 2*padding; got size={self.size} on a "
+                                  f"{self.w}x{self.h} input with padding {self.padding}, output {self.out_w}x{self.out_h}")
+
+    @property
+    def nweights(self):
+        return (self.c // self.groups) * self.filters * self.size * self.size
+
+    @property
+    def bflops(self):
+        value = 2.0 * self.nweights * self.out_h * self.out_w / 1e9
+        return darknet_float(value / 32 if self.xnor else value)
+
+    @property
+    def fma(self):
+        return self.nweights * self.out_h * self.out_w
+
+    def weight_layout(self):
+        if self.share_index is not None:
+            return []
+        n = self.filters
+        layout = [("biases", (n,))]
+        if self.batch_normalize:
+            layout += [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
+        return layout + [("weights", (n, self.c // self.groups, self.size, self.size))]
+
+    @property
+    def train_floats(self):
+        extra = 2 * self.outputs if self.batch_normalize else 0       # x and x_norm kept for BN backward
+        if self.activation in ("swish", "mish", "hard_mish", "gelu"):
+            extra += self.outputs                                      # pre-activation input
+        return extra
+
+    @property
+    def is_pointwise(self):
+        return self.size == 1 and self.stride_x == 1 and self.stride_y == 1 and self.padding == 0
+
+    @property
+    def is_depthwise(self):
+        return self.groups == self.c and self.groups > 1
+
+    @property
+    def workspace_bytes(self):
+        # 1x1/stride-1 convolutions multiply the input directly and depthwise ones run without im2col;
+        # everything else needs one image's im2col matrix (darknet's get_workspace_size32 formula).
+        if self.is_pointwise or self.is_depthwise:
+            return 0
+        return self.out_h * self.out_w * self.size * self.size * (self.c // self.groups) * 4
+
+    def row(self):
+        if self.xnor and self.bin_output:
+            name = "convXB"
+        elif self.xnor:
+            name = "convX "
+        elif self.share_index is not None:
+            name = "convS "
+        else:
+            name = "conv  "
+        text = name + (f"{self.filters:5d}/{self.groups:4d} " if self.groups > 1 else f"{self.filters:5d}      ")
+        k = self.size
+        if self.stride_x != self.stride_y:
+            text += f"{k:2d}x{k:2d}/{self.stride_x:2d}x{self.stride_y:2d} "
+        elif self.dilation > 1:
+            text += f"{k:2d} x{k:2d}/{self.stride_x:2d}({self.dilation:1d})"
+        else:
+            text += f"{k:2d} x{k:2d}/{self.stride_x:2d}   "
+        return text + f"{fmt_shape(self.w, self.h, self.c)} -> {fmt_shape(*self.output_shape)} {self.bflops:5.3f} BF"

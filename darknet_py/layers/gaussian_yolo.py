@@ -1,0 +1,29 @@
+"""[Gaussian_yolo]: YOLO head that also predicts the uncertainty of each box coordinate (Gaussian YOLOv3):
+(classes + 8 + 1) values per anchor (darknet make_gaussian_yolo_layer). Extra options: uc_normalizer=1,
+yolo_point=center|left_top|right_bottom; nms_kind may also be cornersnms."""
+from . import register
+from .yolo import AnchorHead, IOU_LOSSES
+
+YOLO_POINTS = {"center": 0, "left_top": 1, "right_bottom": 2}
+
+
+@register("Gaussian_yolo")
+class GaussianYolo(AnchorHead):
+    kind = "Gaussian_yolo"
+    coords = 8
+    nms_kinds = ("default", "greedynms", "diounms", "cornersnms")
+
+    def configure(self, s, ctx):
+        super().configure(s, ctx)
+        self.uc_normalizer = s.get_float("uc_normalizer", 1.0)
+        self.yolo_point = s.get_str("yolo_point", "center", choices=tuple(YOLO_POINTS))
+
+    def row(self):
+        # darknet prints no name for this layer, only its parameters, on the row itself
+        return (f"[Gaussian_yolo] iou loss: {self.iou_loss} ({IOU_LOSSES[self.iou_loss]}), "
+                f"iou_norm: {self.iou_normalizer:2.2f}, obj_norm: {self.obj_normalizer:2.2f}, "
+                f"cls_norm: {self.cls_normalizer:2.2f}, delta_norm: {self.delta_normalizer:2.2f}, "
+                f"scale: {self.scale_x_y:2.2f}, point: {YOLO_POINTS[self.yolo_point]}")
+
+    def notes(self):
+        return self.nms_note()

@@ -1,0 +1,31 @@
+"""[scale_channels]: multiply an earlier layer's output (`from`) by this layer's input, per channel
+(squeeze-and-excitation: the input is 1 x 1 x c) or, with scale_wh=1, per position (the input is w x h x 1).
+Darknet facts (parse_scale_channels, make_scale_channels_layer): output shape = the `from` layer's;
+activation (default linear) is applied to the product."""
+from . import register
+from .base import Layer
+from ..activations import read_activation
+
+
+@register("scale_channels")
+class ScaleChannels(Layer):
+    kind = "scale_channels"
+
+    def configure(self, s, ctx):
+        source = s.get_int("from")
+        if source is None:
+            raise s.error(None, "expected from=... (the layer to scale)")
+        self.source = ctx.resolve(s, "from", source)
+        self.scale_wh = s.get_int("scale_wh", 0)
+        self.activation = read_activation(s, "linear")
+        other = ctx.layers[self.source]
+        self.out_w, self.out_h, self.out_c = other.output_shape
+        if not self.scale_wh and not (self.w == 1 and self.h == 1 and self.c == other.out_c):
+            raise s.error("from", f"expected a 1 x 1 x {other.out_c} input to scale layer {self.source}'s "
+                                  f"channels; got {self.w} x {self.h} x {self.c}")
+        if self.scale_wh and not (self.c == 1 and (self.w, self.h) == (other.out_w, other.out_h)):
+            raise s.error("from", f"expected a {other.out_w} x {other.out_h} x 1 input (scale_wh=1); "
+                                  f"got {self.w} x {self.h} x {self.c}")
+
+    def row(self):
+        return f"scale Layer: {self.source}"

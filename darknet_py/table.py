@@ -1,0 +1,91 @@
+"""Darknet's layer table (`layer filters size/strd(dil) input -> output BF`), character for character, with
+the columns darknet lacks: multiply-adds, parameters and output memory per layer, then totals and a memory
+budget for inference (batch 1) and for training (the cfg's batch/subdivisions)."""
+import numpy as np
+
+MIB = 1024.0 * 1024.0
+HEADER = "   layer   filters  size/strd(dil)      input                output"
+DARKNET_WIDTH = 80   # darknet's conv rows are this wide; extra columns start after it
+
+
+def darknet_total_bflops(layers):
+    """Darknet sums per-layer BFLOPS in a C float; summing in float32 reproduces its printed total."""
+    total = np.float32(0)
+    for layer in layers:
+        if layer.bflops > 0:
+            total = np.float32(total + np.float32(layer.bflops))
+    return float(total)
+
+
+def darknet_row(layer):
+    """The row exactly as darknet prints it (tabs expanded), without the trailing newline."""
+    return f"{layer.index:4d} {layer.row()}".expandtabs()
+
+
+def memory_budget(net):
+    """MiB of float32 buffers darknet_py allocates for inference at batch 1 and training at the cfg mini-batch."""
+    layers = net.layers
+    weights = sum(l.weight_floats for l in layers) * 4
+    learnable = sum(l.params for l in layers) * 4
+    outputs = sum(l.output_floats for l in layers) * 4
+    extras = sum(l.train_floats for l in layers) * 4
+    workspace = max((l.workspace_bytes for l in layers), default=0)
+    train_batch = max(1, net.options.batch // net.options.subdivisions)
+    inference = {"batch": 1, "activations_mib": outputs / MIB, "workspace_mib": workspace / MIB}
+    inference["total_mib"] = weights / MIB + inference["activations_mib"] + inference["workspace_mib"]
+    training = {
+        "batch": train_batch,
+        "activations_mib": outputs * train_batch / MIB,
+        "gradients_mib": outputs * train_batch / MIB,          # one delta per output
+        "buffers_mib": extras * train_batch / MIB,              # BN x/x_norm, pre-activations, dropout masks
+        "weight_gradients_mib": learnable / MIB,
+        "workspace_mib": workspace / MIB,
+    }
+    training["total_mib"] = weights / MIB + sum(v for k, v in training.items() if k != "batch")
+    return {"weights_mib": weights / MIB, "inference": inference, "training": training}
+
+
+def table_dict(net):
+    layers = []
+    for l in net.layers:
+        layers.append({
+            "index": l.index, "type": l.kind, "input": list(l.input_shape), "output": list(l.output_shape),
+            "bflops": round(l.bflops, 6), "fma_g": l.fma / 1e9, "params": l.params,
+            "output_mib": l.output_floats * 4 / MIB, "workspace_mib": l.workspace_bytes / MIB,
+        })
+    return {
+        "cfg": net.cfg_path,
+        "input": [net.width, net.height, net.channels],
+        "layers": layers,
+        "total_bflops": round(darknet_total_bflops(net.layers), 6),
+        "total_fma_g": sum(l.fma for l in net.layers) / 1e9,
+        "params": sum(l.params for l in net.layers),
+        "memory": memory_budget(net),
+    }
+
+
+def _extra(layer):
+    return f" | {layer.fma / 1e9:8.4f} {layer.params:10d} {layer.output_floats * 4 / MIB:8.2f}"
+
+
+def format_table(net):
+    lines = [HEADER.ljust(DARKNET_WIDTH) + " |   FMA(G)     params  out MiB"]
+    for layer in net.layers:
+        lines.append(darknet_row(layer).ljust(DARKNET_WIDTH) + _extra(layer))
+        lines.extend(layer.notes())
+    info = table_dict(net)
+    mem = info["memory"]
+    inf, tr = mem["inference"], mem["training"]
+    lines += [
+        f"Total BFLOPS {info['total_bflops']:5.3f} ",
+        f"Total FMA {info['total_fma_g']:.3f} G (multiply-adds of convolutional and connected layers; "
+        f"darknet's BFLOPS count each as 2)",
+        f"Parameters {info['params']:,} (weights file {mem['weights_mib']:.2f} MiB)",
+        f"Memory, inference at batch 1: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
+        f"outputs {inf['activations_mib']:.1f} + largest workspace (im2col) {inf['workspace_mib']:.1f}",
+        f"Memory, training at batch {tr['batch']}: {tr['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
+        f"weight gradients {tr['weight_gradients_mib']:.1f} + outputs {tr['activations_mib']:.1f} + "
+        f"output gradients {tr['gradients_mib']:.1f} + BN/activation/dropout buffers {tr['buffers_mib']:.1f} + "
+        f"workspace {tr['workspace_mib']:.1f}",
+    ]
+    return "\n".join(lines)
