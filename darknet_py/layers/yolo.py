@@ -23,8 +23,10 @@ class AnchorHead(Layer):
         self.total = s.get_int("num", 1, minimum=1)
         self.mask = s.get_int_list("mask", list(range(self.total)))
         for m in self.mask:
-            if not 0 <= m < self.total:
+            if m < 0:
                 raise s.error("mask", f"expected anchor indexes 0..{self.total - 1} (num={self.total}); got {m}")
+            if m >= self.total:   # darknet loads this and reads past its anchors when it detects
+                s.warn("mask", f"anchor index {m} is beyond num={self.total}: this head cannot decode boxes")
         self.n = len(self.mask)
         self.max_boxes = s.get_int("max", 200, minimum=1)
         per_anchor = self.classes + self.coords + 1
@@ -33,9 +35,11 @@ class AnchorHead(Layer):
                                 f"*anchors=({self.classes}+{self.coords + 1})*{self.n}={per_anchor * self.n} for "
                                 f"classes={self.classes} and mask={','.join(map(str, self.mask))}")
         anchors = s.get_float_list("anchors", [])
-        if anchors and len(anchors) < 2 * self.total:
-            raise s.error("anchors", f"expected {2 * self.total} numbers (num={self.total} anchors); got {len(anchors)}")
-        self.anchors = anchors[:2 * self.total] or [0.5] * (2 * self.total)   # darknet's default biases are .5
+        if anchors and len(anchors) != 2 * self.total:
+            s.warn("anchors", f"expected {2 * self.total} numbers (num={self.total} anchors); got {len(anchors)}: "
+                              f"as darknet, missing ones are 0.5 and extra ones ignored")
+        # darknet initializes every anchor to .5 and overwrites as many as the cfg gives
+        self.anchors = (anchors + [0.5] * (2 * self.total))[:2 * self.total]
         self.max_delta = s.get_float("max_delta", float("inf"))
         self.counters_per_class = s.get_int_list("counters_per_class", None)
         if self.counters_per_class is not None and len(self.counters_per_class) != self.classes:
