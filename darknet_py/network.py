@@ -1,7 +1,9 @@
 """A network built from a cfg: the [net] options and the layers in order, with shape inference."""
 import warnings
 
+from .backend import get_ops
 from .cfg import DarknetConfigWarning, parse_cfg
+from .errors import DarknetError
 from .layers import layer_class
 from .layers.base import BuildContext
 from .netcfg import NetOptions
@@ -11,8 +13,11 @@ class Network:
     """Layers of a darknet cfg. `batch` overrides the mini-batch the network runs with (darknet's
     parse_network_cfg_custom batch argument); `width`/`height` override the [net] input size."""
 
-    def __init__(self, cfg_path, batch=None, width=None, height=None):
+    def __init__(self, cfg_path, batch=None, width=None, height=None, device="cpu"):
         self.cfg_path = str(cfg_path)
+        self.ops = get_ops(device)
+        self.train = False
+        self.input = None
         sections = parse_cfg(cfg_path)
         self.options = NetOptions(sections[0], batch=batch, width=width, height=height)
         self.layers = []
@@ -30,6 +35,46 @@ class Network:
         # weights-file header, kept so that a loaded file can be written back unchanged
         self.version = (0, 2, 5)
         self.seen = 0
+
+    def forward(self, x, train=False):
+        """Run every layer on `x` (float32, batch x channels x height x width) and return the last output;
+        each layer keeps its output in `layer.output`."""
+        x = self.ops.asarray(x)
+        expected = (self.channels, self.height, self.width)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise DarknetError(f"{self.cfg_path}: input of shape {tuple(x.shape)}; expected (batch, "
+                               f"{expected[0]}, {expected[1]}, {expected[2]}) as [net] channels/height/width say")
+        self.train = train
+        self.input = x
+        for layer in self.layers:
+            x = layer.output = layer.forward(x, self)
+        return x
+
+    def backward(self, delta=None):
+        """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the last layer's
+        own `delta` (set by a loss layer in a training forward) is used. Fills every layer's `delta` and
+        `grads`, and returns d(loss)/d(network input)."""
+        xp = self.ops.xp
+        last = self.layers[-1]
+        if delta is not None:
+            last.delta = self.ops.asarray(delta).reshape(last.output.shape)
+        elif last.delta is None:
+            raise DarknetError(f"{self.cfg_path}: backward() needs a delta: the last layer has no loss")
+        for layer in self.layers[:-1]:
+            layer.delta = xp.zeros_like(layer.output)
+        input_delta = None
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            x = self.layers[i - 1].output if i else self.input
+            grad = layer.backward(x, self)
+            if grad is None:
+                continue
+            if i:
+                prev = self.layers[i - 1]
+                prev.delta += grad.reshape(prev.delta.shape)
+            else:
+                input_delta = grad
+        return input_delta
 
     @property
     def batch(self):

@@ -58,9 +58,26 @@ class Layer:
             getter = section.get_int if typ == "int" else section.get_float
             self.common[key] = getter(key, default)
         self.weights = {}    # name -> float32 array, filled by the weights reader or an initializer
+        self.grads = {}      # name -> accumulated d(loss)/d(weight)
+        self.output = None
+        self.delta = None
 
     def configure(self, section, ctx):
         raise NotImplementedError
+
+    # -- compute (the CPU-engine contract) ----------------------------------------------------------
+    # forward(x, net) -> output: x is the previous layer's output (or the network input), float32, shape
+    #   (batch, c, h, w) for image layers or (batch, n) for flat ones; layers reshape views as they need.
+    #   Layers reading other layers (route, shortcut, sam, scale_channels) use net.layers[i].output.
+    #   net.train says training or inference; net.ops is the backend. Keep what backward needs on self.
+    # backward(x, net) -> gradient w.r.t. x (same shape as x) or None: self.delta holds d(loss)/d(output);
+    #   add gradients for other source layers into net.layers[i].delta; weight gradients go to
+    #   self.grads[name] (same names and shapes as self.weights), accumulated (+=) across calls.
+    def forward(self, x, net):
+        raise NotImplementedError(f"{self.kind} forward is not implemented yet")
+
+    def backward(self, x, net):
+        raise NotImplementedError(f"{self.kind} backward is not implemented yet")
 
     # -- shapes -------------------------------------------------------------------------------------
     @property

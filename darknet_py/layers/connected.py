@@ -16,18 +16,18 @@ class Connected(Layer):
     needs_image = False
 
     def configure(self, s, ctx):
-        self.output = s.get_int("output", 1, minimum=1)
+        self.units = s.get_int("output", 1, minimum=1)
         self.activation = read_activation(s, "logistic")
         self.batch_normalize = s.get_int("batch_normalize", 0, minimum=0, maximum=1)
         self.out_w = self.out_h = 1
-        self.out_c = self.output
+        self.out_c = self.units
 
     @property
     def fma(self):
-        return self.inputs * self.output
+        return self.inputs * self.units
 
     def weight_layout(self):
-        n = self.output
+        n = self.units
         layout = [("biases", (n,)), ("weights", (n, self.inputs))]
         if self.batch_normalize:
             layout += [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
@@ -38,4 +38,4 @@ class Connected(Layer):
         return 2 * self.outputs if self.batch_normalize else 0
 
     def row(self):
-        return f"connected                            {self.inputs:4d}  ->  {self.output:4d}"
+        return f"connected                            {self.inputs:4d}  ->  {self.units:4d}"
