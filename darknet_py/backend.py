@@ -10,8 +10,11 @@ class NumpyOps:
     name = "cpu"
     xp = np
 
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)   # float64 only for finite-difference gradient checks
+
     def asarray(self, x):
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x, dtype=self.dtype)
 
     def to_numpy(self, x):
         return x
