@@ -26,7 +26,7 @@ def cmd_ops(args):
     if args.format == "table":
         print(net.summary())
         return
-    info = net.ops()
+    info = net.table()
     if args.format == "json":
         print(json.dumps(info, indent=1))
     else:

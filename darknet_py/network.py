@@ -104,7 +104,7 @@ class Network:
         from .table import format_table
         return format_table(self)
 
-    def ops(self):
-        """The table as a dict for tools (`darknet-py ops --format json|yaml`)."""
+    def table(self):
+        """The layer table as a dict for tools (`darknet-py ops --format json|yaml`)."""
         from .table import table_dict
         return table_dict(self)
