@@ -1,0 +1,151 @@
+"""Darknet .weights files: header (int32 major, minor, revision; `seen` images as uint64 when major*10+minor
+>= 2, else uint32), then float32 arrays layer by layer in each layer's `weight_layout()` order
+(src/parser.c load_weights_upto / save_weights_upto). Nothing is loaded partially without an error."""
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from .errors import DarknetWeightsError
+
+HEADER_INTS = 3
+
+
+class DarknetWeightsWarning(UserWarning):
+    """A weights file that loads but looks wrong: bytes left over, NaN or Inf values."""
+
+
+def _seen_dtype(major, minor):
+    return np.uint64 if major * 10 + minor >= 2 else np.uint32
+
+
+def _layer_label(layer):
+    return f"layer {layer.index} [{layer.section.name}] ({layer.section.path}:{layer.section.line})"
+
+
+def _stored_layout(layer):
+    """The arrays of `layer` present in the file: darknet skips a layer with dontload=1, and a convolution's
+    BN statistics with dontloadscales=1."""
+    if layer.common.get("dontload"):
+        return []
+    layout = layer.weight_layout()
+    if layer.kind == "convolutional" and layer.common.get("dontloadscales"):
+        layout = [(name, shape) for name, shape in layout if name not in ("scales", "rolling_mean", "rolling_variance")]
+    return layout
+
+
+def _transposed(net, layer):
+    """Darknet stores connected weights transposed in files whose major or minor version exceeds 1000."""
+    major, minor, _ = net.version
+    return layer.kind == "connected" and (major > 1000 or minor > 1000)
+
+
+def load_weights(net, path, cutoff=None):
+    """Fill `layer.weights` of the first `cutoff` layers (all by default) from a darknet .weights file."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise DarknetWeightsError(f"{path}: cannot read weights file: {e.strerror or e}") from None
+    if data.size < HEADER_INTS * 4 + 4:
+        raise DarknetWeightsError(f"{path}: not a darknet weights file: expected a header of at least 16 bytes; "
+                                  f"got {data.size} bytes")
+    major, minor, revision = (int(v) for v in data[:12].view(np.int32))
+    seen_type = _seen_dtype(major, minor)
+    offset = 12 + np.dtype(seen_type).itemsize
+    if data.size < offset:
+        raise DarknetWeightsError(f"{path}: header of version {major}.{minor}.{revision} needs {offset} bytes; "
+                                  f"the file has {data.size}")
+    net.version = (major, minor, revision)
+    net.seen = int(data[12:offset].view(seen_type)[0])
+    layers = net.layers if cutoff is None else net.layers[:cutoff]
+    loaded = []
+    for layer in layers:
+        for name, shape in _stored_layout(layer):
+            count = int(np.prod(shape))
+            end = offset + 4 * count
+            if end > data.size:
+                raise DarknetWeightsError(
+                    f"{path}: ends inside {_layer_label(layer)} {name}: expected {4 * count} bytes, "
+                    f"{data.size - offset} left (the file fits a different cfg, or is truncated)")
+            values = data[offset:end].view(np.float32)
+            if _transposed(net, layer) and name == "weights":
+                values = values.reshape(shape[1], shape[0]).T
+            loaded.append((layer, name, np.array(values, dtype=np.float32).reshape(shape)))
+            offset = end
+    for layer, name, array in loaded:   # assign only once the whole file has been read
+        layer.weights[name] = array
+        if not np.isfinite(array).all():
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            warnings.warn(f"{path}: {_layer_label(layer)} {name} has {bad} NaN/Inf values",
+                          DarknetWeightsWarning, stacklevel=2)
+    if cutoff is None and offset < data.size:
+        left = data.size - offset
+        warnings.warn(f"{path}: {left} bytes ({left // 4} floats) left over after the last layer: the file may "
+                      f"belong to a larger cfg", DarknetWeightsWarning, stacklevel=2)
+    return net
+
+
+def weights_bytes(net, cutoff=None):
+    """The bytes of a .weights file for the first `cutoff` layers of `net`."""
+    major, minor, revision = net.version
+    parts = [np.array([major, minor, revision], np.int32).tobytes(),
+             np.array([net.seen], _seen_dtype(major, minor)).tobytes()]
+    for layer in net.layers if cutoff is None else net.layers[:cutoff]:
+        for name, shape in _stored_layout(layer):
+            array = layer.weights.get(name)
+            if array is None:
+                raise DarknetWeightsError(f"{_layer_label(layer)} has no '{name}' to save: load a .weights file "
+                                          f"or call init_weights first")
+            array = np.asarray(array, dtype=np.float32).reshape(shape)
+            if _transposed(net, layer) and name == "weights":
+                array = array.T
+            parts.append(np.ascontiguousarray(array).tobytes())
+    return b"".join(parts)
+
+
+def save_weights(net, path, cutoff=None):
+    """Write a darknet .weights file atomically: a temporary file in the same folder, fsync, then rename."""
+    payload = weights_bytes(net, cutoff)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".weights-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def init_weights(net, seed=0):
+    """Darknet's random initialization for every layer without weights (make_*_layer): convolution weights
+    uniform(-1, 1) * sqrt(2 / (size*size*c/groups)), connected uniform * sqrt(2/inputs), biases 0, BN scales 1,
+    shortcut weights 1. Rolling variance is 1, not darknet's 0: with 0 an inference forward divides by
+    sqrt(1e-5) at every BN layer and the activations explode."""
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        for name, shape in layer.weight_layout():
+            if name in layer.weights:
+                continue
+            if name == "weights" and layer.kind == "convolutional":
+                fan_in = layer.size * layer.size * layer.c // layer.groups
+                value = rng.uniform(-1, 1, shape) * np.sqrt(2.0 / fan_in)
+            elif name == "weights" and layer.kind == "connected":
+                value = rng.uniform(-1, 1, shape) * np.sqrt(2.0 / layer.inputs)
+            elif name in ("scales", "rolling_variance") or (name == "weights" and layer.kind == "shortcut"):
+                value = np.ones(shape)
+            else:
+                value = np.zeros(shape)
+            layer.weights[name] = value.astype(np.float32)
+    return net
+
+
+def partial(net, weights_in, out_path, cutoff):
+    """Darknet's `partial`: load the first `cutoff` layers of `weights_in` and save them with seen reset to 0."""
+    load_weights(net, weights_in, cutoff=cutoff)
+    net.seen = 0
+    save_weights(net, out_path, cutoff=cutoff)
