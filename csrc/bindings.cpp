@@ -1,6 +1,8 @@
 // pybind11 module darknet_py._C: CPU kernels.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #ifdef _OPENMP

@@ -23,6 +23,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.doc() = "darknet_py CUDA kernels";
     m.def("activate", [](uintptr_t ptr, int64_t n, const std::string& activation, uintptr_t stream) {
         if (n < 0) throw py::value_error("n must be >= 0");
+        if (n > 0 && ptr == 0) throw py::value_error("ptr is a null device pointer");
         darknet_py::activate_inplace(reinterpret_cast<float*>(ptr), n, activation_named(activation),
                                      reinterpret_cast<cudaStream_t>(stream));
     }, py::arg("ptr"), py::arg("n"), py::arg("activation"), py::arg("stream") = 0);

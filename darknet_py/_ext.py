@@ -1,14 +1,16 @@
-"""The compiled extensions: `_C` (CPU kernels, always built) and `_cuda` (CUDA kernels, optional)."""
+"""The compiled extensions: `_C` (C++ CPU kernels, always built, required) and `cuda_ext` (the `_cuda` CUDA
+kernels, None where the package was built without nvcc). CuPy is imported only by gpu_info(), on demand."""
 try:
     from . import _C
-except ImportError:   # a source checkout that was never built
-    _C = None
+except ImportError as e:   # a source checkout that was never built, or a build for another Python
+    raise ImportError(f"darknet_py._C (the compiled CPU kernels) cannot be imported ({e}); "
+                      "rebuild it from the repository root with: pip install -e .") from e
 
 try:
-    from . import _cuda
+    from . import _cuda as cuda_ext
     cuda_compiled = True
-except ImportError:
-    _cuda = None
+except ImportError:   # built without nvcc (or the CUDA build failed, or libcudart is missing at run time)
+    cuda_ext = None
     cuda_compiled = False
 
 

@@ -1,6 +1,8 @@
 // Error checking shared by every CUDA file: any failed call throws with file:line and CUDA's message.
 #pragma once
 #include <cuda_runtime.h>
+
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -16,6 +18,7 @@
 #define DARKNET_CUDA_CHECK_LAUNCH() DARKNET_CUDA_CHECK(cudaGetLastError())
 
 namespace darknet_py {
+// Blocks for a grid-stride loop over n elements: capped (enough to fill any GPU), the loop covers the rest.
 inline unsigned grid_for(int64_t n, unsigned block) {
     int64_t blocks = (n + block - 1) / block;
     return static_cast<unsigned>(blocks > 65535 * 16 ? 65535 * 16 : (blocks < 1 ? 1 : blocks));
