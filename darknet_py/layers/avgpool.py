@@ -1,6 +1,9 @@
-"""[avgpool] / [avg]: global average pooling to 1 x 1 x c (darknet make_avgpool_layer; no options)."""
+"""[avgpool] / [avg]: global average pooling to 1 x 1 x c (darknet make_avgpool_layer; no options).
+Compute (forward_avgpool_layer): per image and channel, the sum of its h*w values divided by h*w; backward
+spreads each gradient evenly, delta/(h*w), over the h*w inputs."""
 from . import register
 from .base import Layer
+from .batchnorm import image_input
 
 
 @register("avgpool", "avg")
@@ -16,3 +19,13 @@ class AvgPool(Layer):
 
     def row(self):
         return f"avg                          {self.w:4d} x{self.h:4d} x{self.c:4d} ->   {self.c:4d}"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def forward(self, x, net):
+        x = image_input(self, x)
+        return net.ops.xp.sum(x, axis=(2, 3), keepdims=True) / x.dtype.type(self.h * self.w)
+
+    def backward(self, x, net):
+        xp = net.ops.xp
+        dy = self.delta.reshape(x.shape[0], self.c, 1, 1) / self.delta.dtype.type(self.h * self.w)
+        return xp.ascontiguousarray(xp.broadcast_to(dy, (x.shape[0], self.c, self.h, self.w))).reshape(x.shape)

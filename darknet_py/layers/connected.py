@@ -4,10 +4,14 @@ Darknet facts (parse_connected, make_connected_layer): output=1, activation=logi
 output shape 1 x 1 x output; darknet counts no BFLOPS for it (its Total BFLOPS leaves it out), but the FMA
 column does. Weights file: biases[out]; weights[out, in]; if batch_normalize: scales, rolling_mean,
 rolling_variance [out]. Files written with major or minor > 1000 store weights transposed.
+Compute (forward_connected_layer): z = x @ weights.T; with batch_normalize, batch normalization over the batch
+then scales (batchnorm.py); + biases; activation. Output is flat: (batch, output).
 """
 from . import register
 from .base import Layer
-from ..activations import read_activation
+from .batchnorm import BN_NAMES, accumulate, bn_backward, bn_forward, layer_label, layer_params
+from ..activations import activate, activate_backward, read_activation
+from ..errors import DarknetError
 
 
 @register("connected", "conn")
@@ -39,3 +43,37 @@ class Connected(Layer):
 
     def row(self):
         return f"connected                            {self.inputs:4d}  ->  {self.units:4d}"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def _flat(self, x):
+        if x.ndim < 1 or x.ndim not in (2, 4) or x.size != x.shape[0] * self.inputs:
+            raise DarknetError(f"{layer_label(self)}: input of shape {tuple(x.shape)}; expected (batch, "
+                               f"{self.inputs}) or an image of {self.inputs} values per batch item")
+        return x.reshape(x.shape[0], self.inputs)
+
+    def forward(self, x, net):
+        ops = net.ops
+        x = self._flat(x)
+        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
+        params = layer_params(self, self, names, ops)
+        z = x @ params["weights"].T
+        if self.batch_normalize:
+            z, self._bn = bn_forward(self, z, params, self.weights, net.train, ops)
+        else:
+            z += params["biases"]
+            self._bn = None
+        self._z = z
+        return activate(z, self.activation, ops.xp)
+
+    def backward(self, x, net):
+        ops = net.ops
+        params = layer_params(self, self, ("weights", "scales") if self.batch_normalize else ("weights",), ops)
+        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, ops.xp)
+        if self.batch_normalize:
+            dz, dscales, dbiases = bn_backward(dz, params["scales"], self._bn, ops.xp)
+            accumulate(self.grads, "scales", dscales, (self.units,))
+        else:
+            dbiases = ops.xp.sum(dz, axis=0)
+        accumulate(self.grads, "biases", dbiases, (self.units,))
+        accumulate(self.grads, "weights", dz.T @ self._flat(x), (self.units, self.inputs))
+        return (dz @ params["weights"]).reshape(x.shape)

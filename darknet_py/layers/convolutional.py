@@ -7,11 +7,16 @@ Darknet facts (src/parser.c parse_convolutional, src/convolutional_layer.c):
 - output: (w + 2*padding - size)/stride_x + 1 (darknet's formula does not include the dilation);
 - BFLOPS = 2 * nweights * out_h * out_w / 1e9 with nweights = (c/groups) * filters * size^2, /32 for xnor.
 - weights file order: biases[n]; if batch_normalize: scales[n], rolling_mean[n], rolling_variance[n];
-  weights[n, c/groups, size, size]. A layer with share_index owns no weights.
+  weights[n, c/groups, size, size]. A layer with share_index owns no weights: it uses (and accumulates
+  gradients into) the weights, biases and BN arrays of the layer it shares, as darknet does.
+- compute (forward_convolutional_layer): convolution (backend.py has the exact geometry, dilation included);
+  with batch_normalize, batch normalization then scales and biases (batchnorm.py), else + biases; activation.
 """
 from . import register
 from .base import Layer, darknet_float, fmt_shape
-from ..activations import read_activation
+from .batchnorm import BN_NAMES, accumulate, bn_backward, bn_forward, image_input, layer_label, layer_params
+from ..activations import activate, activate_backward, read_activation
+from ..errors import DarknetError
 
 
 @register("convolutional", "conv")
@@ -140,3 +145,43 @@ class Convolutional(Layer):
         else:
             text += f"{k:2d} x{k:2d}/{self.stride_x:2d}   "
         return text + f"{fmt_shape(self.w, self.h, self.c)} -> {fmt_shape(*self.output_shape)} {self.bflops:5.3f} BF"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def _owner(self, net):
+        return net.layers[self.share_index] if self.share_index is not None else self
+
+    def _params(self, net, names):
+        return layer_params(self, self._owner(net), names, net.ops)
+
+    def forward(self, x, net):
+        if self.binary or self.xnor:
+            raise DarknetError(f"{layer_label(self)}: binary/xnor convolutions are not supported by the CPU engine")
+        x = image_input(self, x)
+        ops = net.ops
+        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
+        params = self._params(net, names)
+        z = ops.conv2d(x, params["weights"], self.stride_x, self.stride_y, self.padding, self.dilation, self.groups)
+        if self.batch_normalize:
+            z, self._bn = bn_forward(self, z, params, self._owner(net).weights, net.train, ops)
+        else:
+            z += params["biases"].reshape(1, -1, 1, 1)
+            self._bn = None
+        self._z = z          # the pre-activation input: backward differentiates the activation from it
+        return activate(z, self.activation, ops.xp)
+
+    def backward(self, x, net):
+        ops = net.ops
+        owner = self._owner(net)
+        params = self._params(net, ("weights", "scales") if self.batch_normalize else ("weights",))
+        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, ops.xp)
+        n = self.filters
+        if self.batch_normalize:
+            dz, dscales, dbiases = bn_backward(dz, params["scales"], self._bn, ops.xp)
+            accumulate(owner.grads, "scales", dscales, (n,))
+        else:
+            dbiases = ops.xp.sum(dz, axis=(0, 2, 3))
+        accumulate(owner.grads, "biases", dbiases, (n,))
+        dx, dw = ops.conv2d_backward(image_input(self, x), params["weights"], dz, self.stride_x, self.stride_y,
+                                     self.padding, self.dilation, self.groups)
+        accumulate(owner.grads, "weights", dw, params["weights"].shape)
+        return dx.reshape(x.shape)

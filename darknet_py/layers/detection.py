@@ -1,8 +1,15 @@
 """[detection]: YOLOv1 head on a flat input of side*side*((1+coords)*num + classes) values
 (darknet parse_detection/make_detection_layer: coords=1, classes=1, num=1, side=7, rescore, softmax, sqrt,
-forced, the *_scale loss weights, jitter .2, random, reorg)."""
+forced, the *_scale loss weights, jitter .2, random, reorg).
+
+Compute (forward_detection_layer): the output is the input, except that with softmax=1 the first
+side*side*classes values of each image, one group of `classes` per location, go through a softmax. Output:
+(batch, inputs). Backward: the softmax's Jacobian on those values, identity elsewhere (darknet passes its loss
+delta through unchanged, see softmax.py).
+"""
 from . import register
 from .base import Layer
+from .softmax import softmax_backward, softmax_forward
 
 
 @register("detection")
@@ -35,3 +42,25 @@ class Detection(Layer):
 
     def row(self):
         return "Detection Layer"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def forward(self, x, net):
+        xp = net.ops.xp
+        flat = x.reshape(x.shape[0], -1)
+        out = xp.array(flat, copy=True)
+        if self.softmax:
+            n = self.side * self.side * self.classes
+            self._classes = softmax_forward(flat[:, :n].reshape(x.shape[0], -1, self.classes), 2, 1.0, xp)
+            out[:, :n] = self._classes.reshape(x.shape[0], n)
+        return out
+
+    def backward(self, x, net):
+        xp = net.ops.xp
+        dy = self.delta.reshape(x.shape[0], -1)
+        if not self.softmax:
+            return dy.reshape(x.shape)
+        dx = xp.array(dy, copy=True)
+        n = self.side * self.side * self.classes
+        dx[:, :n] = softmax_backward(self._classes, dy[:, :n].reshape(self._classes.shape), 2, 1.0,
+                                     xp).reshape(x.shape[0], n)
+        return dx.reshape(x.shape)

@@ -1,8 +1,18 @@
 """[Gaussian_yolo]: YOLO head that also predicts the uncertainty of each box coordinate (Gaussian YOLOv3):
 (classes + 8 + 1) values per anchor (darknet make_gaussian_yolo_layer). Extra options: uc_normalizer=1,
-yolo_point=center|left_top|right_bottom; nms_kind may also be cornersnms."""
+yolo_point=center|left_top|right_bottom; nms_kind may also be cornersnms.
+
+Compute (forward_gaussian_yolo_layer's CPU activations): per anchor the planes are x, sigma_x, y, sigma_y, w,
+sigma_w, h, sigma_h, objectness, classes. The logistic goes on x, sigma_x, y, sigma_y, sigma_w, sigma_h,
+objectness and classes; w and h stay raw; then x and y (only, not their sigmas) become
+x*scale_x_y - 0.5*(scale_x_y - 1). Backward: the derivative of that map (darknet passes its delta through
+unchanged, see yolo.py).
+"""
 from . import register
-from .yolo import AnchorHead, IOU_LOSSES
+from .yolo import AnchorHead, IOU_LOSSES, anchor_planes, head_backward, head_forward
+
+LOGISTIC_PLANES = [slice(0, 4), 5, 7, slice(8, None)]
+SCALED_PLANES = [0, 2]
 
 YOLO_POINTS = {"center": 0, "left_top": 1, "right_bottom": 2}
 
@@ -27,3 +37,14 @@ class GaussianYolo(AnchorHead):
 
     def notes(self):
         return self.nms_note()
+
+    # -- compute ------------------------------------------------------------------------------------
+    def forward(self, x, net):
+        out = head_forward(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES, self.scale_x_y, net.ops.xp)
+        return out.reshape(out.shape[0], self.c, self.h, self.w)
+
+    def backward(self, x, net):
+        planes = anchor_planes(self, x)
+        dx = head_backward(planes, self.delta.reshape(planes.shape), LOGISTIC_PLANES, SCALED_PLANES,
+                           self.scale_x_y, net.ops.xp)
+        return dx.reshape(x.shape)

@@ -1,10 +1,45 @@
 """[local_avgpool] / [local_avg]: windowed average pooling, same options and shapes as [maxpool] without
-maxpool_depth (darknet parse_local_avgpool)."""
+maxpool_depth (darknet parse_local_avgpool). Compute: see maxpool.py (forward_local_avgpool_layer: the sum of the
+in-bounds values of each window divided by their count)."""
+import numpy as np
+
 from . import register
-from .maxpool import Pooling
+from .batchnorm import image_input
+from .maxpool import Pooling, _valid_counts
 
 
 @register("local_avgpool", "local_avg")
 class LocalAvgPool(Pooling):
     kind = "local_avgpool"
     label = "avg"
+
+    def _counts(self, dtype, xp):
+        """In-bounds taps per output position, (out_h, out_w), as `dtype`; and where that count is 0."""
+        off = self.padding // 2
+        rows = _valid_counts(self.h, self.out_h, off, self.stride_y, self.size)
+        cols = _valid_counts(self.w, self.out_w, off, self.stride_x, self.size)
+        count = np.outer(rows, cols)
+        return xp.asarray(np.maximum(count, 1).astype(dtype)), xp.asarray(count == 0)
+
+    def forward(self, x, net):
+        xp = net.ops.xp
+        x = image_input(self, x)
+        padded = self._pad(x, x.dtype.type(0), xp)
+        total = xp.zeros(x.shape[:2] + (self.out_h, self.out_w), dtype=x.dtype)
+        for _, tap in self._taps():                  # darknet's summation order: row n, then column m
+            total += padded[tap]
+        count, empty = self._counts(x.dtype, xp)
+        out = total / count
+        if bool(empty.any()):
+            out[:, :, empty] = xp.nan                # darknet: 0 / 0
+        return out
+
+    def backward(self, x, net):
+        xp = net.ops.xp
+        off, ext_h, ext_w, _, _ = self._geometry()
+        count, _ = self._counts(self.delta.dtype, xp)
+        dy = self.delta.reshape(x.shape[0], self.c, self.out_h, self.out_w) / count
+        dpadded = xp.zeros((x.shape[0], self.c, ext_h, ext_w), dtype=dy.dtype)
+        for _, tap in self._taps():
+            dpadded[tap] += dy
+        return self._unpad(dpadded, xp).reshape(x.shape)

@@ -1,7 +1,41 @@
-"""[reorg3d]: space-to-depth (or depth-to-space with reverse=1) by `stride`, darknet's make_reorg_layer:
-out = w/stride x h/stride x c*stride^2 (reverse: w*stride x h*stride x c/stride^2)."""
+"""[reorg3d]: space-to-depth (or, nominally, depth-to-space with reverse=1) by `stride`, darknet's
+make_reorg_layer: out = w/stride x h/stride x c*stride^2 (reverse: w*stride x h*stride x c/stride^2).
+
+Compute. Both reorg layers call src/blas.c reorg_cpu(x, W, H, C, batch, stride, forward, out), whose loop runs
+over a "small" C x H x W buffer and a "big" C/s^2 x H*s x W*s buffer (s = stride): small element (k, j, i) is
+big element (k % (C/s^2), j*s + (k / (C/s^2)) / s, i*s + (k / (C/s^2)) % s). forward=0 copies big -> small
+(space-to-depth), forward=1 small -> big (depth-to-space). The layers pass:
+- [reorg3d] (forward_reorg_layer): (W, H, C) = the layer's OUTPUT dims, forward = reverse. Without reverse that
+  is the true space-to-depth: out[(dy*s + dx)*c + ch, y, x] = in[ch, y*s + dy, x*s + dx] (ONNX SpaceToDepth's
+  order). With reverse=1 the dims passed are the output's (c/s^2, h*s, w*s), not the input's, so the input
+  buffer is read as if it were c/s^2 x h*s x w*s and scattered into a c/s^4 x h*s^2 x w*s^2 buffer: NOT the
+  inverse of reorg3d (darknet quirk, reproduced; it needs c divisible by s^4, else darknet divides by zero or
+  writes out of bounds, and darknet_py refuses).
+- [reorg] (forward_reorg_old_layer, reorg.py): (W, H, C) = the layer's INPUT dims, forward = reverse. With
+  reverse=1 that is the true depth-to-space; without it the input is read as if it were c/s^2 x h*s x w*s: the
+  YOLOv2 reorg order (needs c divisible by s^2).
+Each is a permutation of the values of one image; backward (darknet calls reorg_cpu the other way) applies
+its inverse to the gradient.
+"""
+import numpy as np
+
 from . import register
 from .base import Layer, fmt_shape
+from ..errors import DarknetError
+
+
+def reorg_index(C, H, W, s):
+    """For darknet's reorg_cpu with dims (W, H, C) and stride s: for each flat position of the small C x H x W
+    buffer, the flat position of the big C/s^2 x H*s x W*s buffer it corresponds to (one image)."""
+    ic = C // (s * s)
+    k = np.arange(C).reshape(-1, 1, 1)
+    j = np.arange(H).reshape(1, -1, 1)
+    i = np.arange(W).reshape(1, 1, -1)
+    c2 = k % ic
+    offset = k // ic
+    w2 = i * s + offset % s
+    h2 = j * s + offset // s
+    return (w2 + W * s * (h2 + H * s * c2)).reshape(-1)
 
 
 class Reorganize(Layer):
@@ -20,10 +54,47 @@ class Reorganize(Layer):
                 raise s.error("stride", f"expected stride={st} to divide the {self.w}x{self.h} input")
             self.out_w, self.out_h, self.out_c = self.w // st, self.h // st, self.c * st * st
 
+    # -- compute ------------------------------------------------------------------------------------
+    def reorg_call(self):
+        """(W, H, C) and the `forward` flag this layer's forward passes to reorg_cpu."""
+        raise NotImplementedError
+
+    def _permutation(self, xp):
+        """Gather indexes: flat output = flat input[gather] (one image); and the inverse permutation."""
+        cached = getattr(self, "_perm", None)
+        if cached is not None and cached[0] is xp:
+            return cached[1], cached[2]
+        (W, H, C), forward = self.reorg_call()
+        s = self.stride
+        if C % (s * s) or C == 0:
+            raise DarknetError(f"layer {self.index} {self.kind}: darknet's reorg_cpu is called with {C} channels "
+                               f"and stride {s}, which {s * s} does not divide (darknet divides by zero or reads out "
+                               f"of bounds here); input {self.w} x {self.h} x {self.c}, reverse={self.reverse}")
+        big_of_small = reorg_index(C, H, W, s)
+        small_of_big = np.empty_like(big_of_small)
+        small_of_big[big_of_small] = np.arange(big_of_small.size)
+        # forward=0: small[p] = big[big_of_small[p]]; forward=1: big[q] = small[small_of_big[q]]
+        gather, inverse = (small_of_big, big_of_small) if forward else (big_of_small, small_of_big)
+        self._perm = (xp, xp.asarray(gather), xp.asarray(inverse))
+        return self._perm[1], self._perm[2]
+
+    def forward(self, x, net):
+        gather, _ = self._permutation(net.ops.xp)
+        flat = x.reshape(x.shape[0], -1)
+        return flat[:, gather].reshape(x.shape[0], self.out_c, self.out_h, self.out_w)
+
+    def backward(self, x, net):
+        _, inverse = self._permutation(net.ops.xp)
+        dy = self.delta.reshape(self.delta.shape[0], -1)
+        return dy[:, inverse].reshape(x.shape)
+
 
 @register("reorg3d")
 class Reorg3d(Reorganize):
     kind = "reorg3d"
+
+    def reorg_call(self):
+        return (self.out_w, self.out_h, self.out_c), self.reverse
 
     def row(self):
         return f"reorg                    /{self.stride:2d} {fmt_shape(self.w, self.h, self.c)} -> {fmt_shape(*self.output_shape)}"

@@ -2,9 +2,29 @@
 
 Darknet facts (parse_route, make_route_layer): `layers` is required (negative = relative); all inputs must have
 the same width and height; out_c = sum(c)/groups; group_id (default 0) picks the group.
+
+Compute (forward_route_layer, backward_route_layer): for each input layer in order, with input_size its outputs
+per image, part = input_size/groups (integer division), the values [part*group_id, part*(group_id+1)) of its
+flat per-image output are appended. That is the group_id-th channel chunk of each input (not of the
+concatenation), and when an input's channels are not divisible by groups darknet still cuts its flat buffer
+at part*group_id, mid-channel: reproduced as is. Output values no input fills (the parts sum to less than
+outputs only then) stay 0, as in darknet's zero-initialized buffer. Backward adds the gradient of each part
+into its input layer's delta.
 """
 from . import register
 from .base import Layer, fmt_shape
+
+
+def source_delta(layer, xp):
+    """`layer.delta` (d loss / d its output) as a C-contiguous array, so that reshaped views of it write
+    through: what route/shortcut/sam/scale_channels add their gradients for an earlier layer into."""
+    delta = layer.delta
+    if delta is None:
+        delta = xp.zeros(layer.output.shape, dtype=layer.output.dtype)
+    elif not delta.flags.c_contiguous:
+        delta = xp.ascontiguousarray(delta)
+    layer.delta = delta
+    return delta
 
 
 @register("route")
@@ -47,3 +67,32 @@ class Route(Layer):
         text += " \t    " if n > 3 else " \t            " if n > 1 else " \t\t            "
         text += "           " + (f"{self.group_id}/{self.groups}" if self.groups > 1 else "   ")
         return text + f" -> {fmt_shape(*self.output_shape)} "
+
+    # -- compute ------------------------------------------------------------------------------------
+    def _parts(self, net):
+        """(layer, part size, start in its flat per-image output) for each input, as darknet cuts them."""
+        for i in self.input_layers:
+            other = net.layers[i]
+            part = other.outputs // self.groups
+            yield other, part, part * self.group_id
+
+    def forward(self, x, net):
+        xp = net.ops.xp
+        pieces = []
+        for other, part, start in self._parts(net):
+            src = other.output
+            pieces.append(src.reshape(src.shape[0], -1)[:, start:start + part])
+        out = xp.concatenate(pieces, axis=1) if len(pieces) > 1 else xp.array(pieces[0], copy=True)
+        if out.shape[1] < self.outputs:
+            out = xp.concatenate([out, xp.zeros((out.shape[0], self.outputs - out.shape[1]), dtype=out.dtype)], 1)
+        return out.reshape(out.shape[0], self.out_c, self.out_h, self.out_w)
+
+    def backward(self, x, net):
+        xp = net.ops.xp
+        dy = self.delta.reshape(self.delta.shape[0], -1)
+        offset = 0
+        for other, part, start in self._parts(net):
+            delta = source_delta(other, xp)
+            delta.reshape(delta.shape[0], -1)[:, start:start + part] += dy[:, offset:offset + part]
+            offset += part
+        return None

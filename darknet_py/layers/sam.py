@@ -1,8 +1,15 @@
 """[sam]: spatial attention module, output = from_output * input elementwise (darknet make_sam_layer; the
-`from` layer must have this layer's input shape). Darknet prints it as 'scale Layer'."""
+`from` layer must have this layer's input shape). Darknet prints it as 'scale Layer'.
+
+Compute (forward_sam_layer): out = act(in * from), elementwise. Backward: the input gets delta * from and the
+`from` layer's delta gets delta * in. Known darknet difference, not reproduced: backward_sam_layer assigns (=)
+the `from` layer's delta instead of adding to it, dropping what later layers had put there.
+"""
 from . import register
 from .base import Layer
-from ..activations import read_activation
+from .batchnorm import image_input
+from .route import source_delta
+from ..activations import activate, activate_backward, read_activation
 
 
 @register("sam")
@@ -22,3 +29,20 @@ class Sam(Layer):
 
     def row(self):
         return f"scale Layer: {self.source}"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def forward(self, x, net):
+        x = image_input(self, x)
+        src = net.layers[self.source].output.reshape(x.shape)
+        self._z = x * src
+        return activate(self._z, self.activation, net.ops.xp)
+
+    def backward(self, x, net):
+        xp = net.ops.xp
+        xi = image_input(self, x)
+        other = net.layers[self.source]
+        src = other.output.reshape(xi.shape)
+        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, xp)
+        delta = source_delta(other, xp)
+        delta.reshape(xi.shape)[...] += dz * xi
+        return (dz * src).reshape(x.shape)

@@ -1,10 +1,17 @@
 """[scale_channels]: multiply an earlier layer's output (`from`) by this layer's input, per channel
 (squeeze-and-excitation: the input is 1 x 1 x c) or, with scale_wh=1, per position (the input is w x h x 1).
 Darknet facts (parse_scale_channels, make_scale_channels_layer): output shape = the `from` layer's;
-activation (default linear) is applied to the product."""
+activation (default linear) is applied to the product.
+
+Compute (forward_scale_channels_layer): out[b, c, p] = act(in[b, c] * from[b, c, p]); with scale_wh,
+out[b, c, p] = act(in[b, p] * from[b, c, p]). Backward: the input gets sum over positions (channels for
+scale_wh) of delta * from, the `from` layer's delta gets delta * in (darknet adds both; its gradient of the
+activation is taken from the output, here from the product, see activations.py).
+"""
 from . import register
 from .base import Layer
-from ..activations import read_activation
+from .route import source_delta
+from ..activations import activate, activate_backward, read_activation
 
 
 @register("scale_channels")
@@ -29,3 +36,25 @@ class ScaleChannels(Layer):
 
     def row(self):
         return f"scale Layer: {self.source}"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def _operands(self, x, net):
+        other = net.layers[self.source]
+        batch = x.shape[0]
+        src = other.output.reshape(batch, self.out_c, self.out_h, self.out_w)
+        scale = x.reshape(batch, 1, self.out_h, self.out_w) if self.scale_wh else x.reshape(batch, self.c, 1, 1)
+        return other, src, scale
+
+    def forward(self, x, net):
+        _, src, scale = self._operands(x, net)
+        self._z = scale * src
+        return activate(self._z, self.activation, net.ops.xp)
+
+    def backward(self, x, net):
+        xp = net.ops.xp
+        other, src, scale = self._operands(x, net)
+        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, xp)
+        delta = source_delta(other, xp)
+        delta.reshape(src.shape)[...] += dz * scale
+        dx = xp.sum(dz * src, axis=1 if self.scale_wh else (2, 3))
+        return dx.reshape(x.shape)

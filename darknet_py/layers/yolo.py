@@ -4,9 +4,57 @@ Darknet facts (parse_yolo, make_yolo_layer): classes=20, num=1 (total anchors), 
 this head (default: all), anchors = 2*num numbers; the input must have (classes+5)*len(mask) channels.
 Loss options keep darknet's defaults: iou_normalizer .75, obj/cls/delta_normalizer 1, iou_loss mse,
 ignore_thresh .5, truth_thresh 1, iou_thresh 1, scale_x_y 1, beta_nms .6, nms_kind default, max_delta inf.
+
+Compute (forward_yolo_layer's CPU activations; the loss comes with training): the input is (batch,
+len(mask)*(4+1+classes), h, w), per anchor the planes x, y, w, h, objectness, classes. Without new_coords:
+x, y, objectness and classes go through the logistic; w, h stay raw. With new_coords=1 nothing is activated
+(the convolution before has the logistic). Then, in both cases, x and y become x*scale_x_y - 0.5*(scale_x_y-1)
+(scal_add_cpu, applied in forward; get_yolo_box only adds the cell offset). Backward multiplies the incoming
+gradient by the derivative of that map. Known darknet difference: backward_yolo_layer adds its delta to the
+previous layer's unchanged, because its loss deltas are already taken with respect to the logits; here delta
+is d loss / d output (the engine's contract), so the logistic's derivative applies.
 """
+import numpy as np
+
 from . import register
 from .base import Layer
+from .batchnorm import image_input
+from ..activations import activate, activate_backward
+
+
+def anchor_planes(layer, x):
+    """x as (batch, anchors, values per anchor, h, w)."""
+    x = image_input(layer, x)
+    return x.reshape(x.shape[0], layer.n, -1, layer.h, layer.w)
+
+
+def xy_affine(scale_x_y, dtype):
+    """darknet's scal_add_cpu arguments for x, y: ALPHA = scale_x_y, BETA = -0.5*(scale_x_y - 1), as floats."""
+    alpha = float(np.float32(scale_x_y))
+    return dtype.type(alpha), dtype.type(-0.5 * (alpha - 1))
+
+
+def head_forward(x, logistic, scaled, scale_x_y, xp):
+    """Copy of x (batch, anchors, values, h, w) with the logistic on the value indexes `logistic` (a slice or a
+    list) and then x*alpha + beta on the indexes `scaled`."""
+    out = x.copy()
+    for sl in logistic:
+        out[:, :, sl] = activate(x[:, :, sl], "logistic", xp)
+    alpha, beta = xy_affine(scale_x_y, x.dtype)
+    for sl in scaled:
+        out[:, :, sl] = out[:, :, sl] * alpha + beta
+    return out
+
+
+def head_backward(x, dy, logistic, scaled, scale_x_y, xp):
+    """Gradient of head_forward with respect to x for the gradient dy of its output."""
+    dx = dy.copy()
+    alpha, _ = xy_affine(scale_x_y, x.dtype)
+    for sl in scaled:
+        dx[:, :, sl] = dx[:, :, sl] * alpha
+    for sl in logistic:
+        dx[:, :, sl] = activate_backward(x[:, :, sl], dx[:, :, sl], "logistic", xp)
+    return dx
 
 IOU_LOSSES = {"iou": 0, "giou": 1, "mse": 2, "diou": 3, "ciou": 4}
 NMS_KINDS = {"default": 0, "greedynms": 1, "diounms": 2, "cornersnms": 3}
@@ -87,6 +135,24 @@ class Yolo(AnchorHead):
 
     def row(self):
         return "yolo"
+
+    # -- compute ------------------------------------------------------------------------------------
+    def _planes(self):
+        """(logistic, scaled) value slices of one anchor."""
+        if self.new_coords:
+            return [], [slice(0, 2)]
+        return [slice(0, 2), slice(4, None)], [slice(0, 2)]
+
+    def forward(self, x, net):
+        logistic, scaled = self._planes()
+        out = head_forward(anchor_planes(self, x), logistic, scaled, self.scale_x_y, net.ops.xp)
+        return out.reshape(out.shape[0], self.c, self.h, self.w)
+
+    def backward(self, x, net):
+        planes = anchor_planes(self, x)
+        logistic, scaled = self._planes()
+        dx = head_backward(planes, self.delta.reshape(planes.shape), logistic, scaled, self.scale_x_y, net.ops.xp)
+        return dx.reshape(x.shape)
 
     def notes(self):
         return [f"[yolo] params: iou loss: {self.iou_loss} ({IOU_LOSSES[self.iou_loss]}), "
