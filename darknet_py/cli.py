@@ -1,10 +1,16 @@
 """`darknet-py` command line: darknet's verbs (ops, partial, ...) with one-line errors (exit code 2)."""
 import argparse
+import importlib
 import json
 import sys
 import warnings
 
 from .errors import DarknetError
+
+
+# Modules that add their own verbs: each defines register_cli(subparsers), adding parsers whose defaults set
+# `run` to a function taking the parsed args. Imported lazily by build_parser.
+COMMAND_MODULES = ()
 
 
 class UsageError(DarknetError):
@@ -80,6 +86,8 @@ def build_parser():
     info = sub.add_parser("info", help="build and device information")
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.set_defaults(run=cmd_info)
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"darknet_py.{module}").register_cli(sub)
     return parser
 
 
