@@ -35,10 +35,14 @@ class Network:
         # weights-file header, kept so that a loaded file can be written back unchanged
         self.version = (0, 2, 5)
         self.seen = 0
+        self.truth = None             # training targets of the current forward (loss layers read them)
+        self.cost = None              # darknet's get_network_cost after a forward with truth
+        self.optimizer_state = {}     # momentum / Adam buffers (training.py)
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, truth=None):
         """Run every layer on `x` (float32, batch x channels x height x width) and return the last output;
-        each layer keeps its output in `layer.output`."""
+        each layer keeps its output in `layer.output`. With `truth`, loss layers compute their `cost` and
+        loss gradient, and `self.cost` is their mean (darknet's get_network_cost)."""
         x = self.ops.asarray(x)
         expected = (self.channels, self.height, self.width)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -46,9 +50,18 @@ class Network:
                                f"{expected[0]}, {expected[1]}, {expected[2]}) as [net] channels/height/width say")
         self.train = train
         self.input = x
+        self.truth = None if truth is None else self.ops.asarray(truth)
         for layer in self.layers:
+            layer.cost = None
             x = layer.output = layer.forward(x, self)
+        costs = [layer.cost for layer in self.layers if layer.cost is not None]
+        self.cost = sum(costs) / len(costs) if costs else None
         return x
+
+    def update(self):
+        """Apply the accumulated gradients with darknet's update rule (training.update_network)."""
+        from .training import update_network
+        update_network(self)
 
     def backward(self, delta=None):
         """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the last layer's

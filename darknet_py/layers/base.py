@@ -43,6 +43,7 @@ class Layer:
 
     kind = None
     needs_image = True   # darknet: "Layer before X layer must output image"
+    cost = None          # darknet's l.cost[0]: the loss a loss layer computed in the last forward with truth
 
     def __init__(self, section, ctx):
         self.section = section

@@ -4,10 +4,15 @@ groups=1, temperature=1, spatial=0, noloss=0; `tree` names a hierarchy file for 
 Compute (forward_softmax_layer, src/blas.c softmax_cpu/softmax): each image's flat input is cut into `groups`
 consecutive slices of inputs/groups values; in each, out = e / sum(e) with e = exp(x/temperature -
 max/temperature). Backward is the softmax's Jacobian: dx = y * (dy - sum(dy * y)) / temperature.
+Loss (forward with net.truth, unless noloss=1; softmax_x_ent_cpu): cost = sum over values with truth != 0 of
+-log(p) (not weighted by the truth value: with label smoothing darknet's reported loss counts every class
+fully), and the loss gradient with respect to the inputs is p - truth (darknet's delta, truth - p, with the
+gradient's sign). It is a true gradient of the cost for one-hot truth. In that mode backward returns the
+incoming delta unchanged plus p - truth, as backward_softmax_layer does: darknet adds a following [cost]
+layer's delta to the softmax's delta and passes the sum back without the softmax Jacobian.
 Known darknet differences:
-- backward_softmax_layer adds its delta to the previous layer's unchanged: darknet's delta is set by the
-  cross-entropy loss in forward (truth - output), already a gradient with respect to the logits, so it never
-  multiplies by the Jacobian. Here delta is d loss / d output (the engine's contract), hence the Jacobian;
+- without truth, backward_softmax_layer still adds its delta unchanged; here delta is then d loss / d output
+  (the engine's contract, used for gradient checks and custom losses), hence the Jacobian;
 - `spatial` (a per-position softmax over channels) exists only in darknet's GPU forward, its CPU forward
   ignores it; `tree` needs the hierarchy file: the CPU engine refuses both rather than guess.
 """
@@ -56,10 +61,30 @@ class Softmax(Layer):
             raise DarknetError(f"layer {self.index} softmax: spatial={self.spatial:g} is not supported by the CPU "
                                f"engine (darknet's CPU forward ignores it; its GPU takes a softmax over channels "
                                f"at every position)")
+        xp = net.ops.xp
         grouped = x.reshape(x.shape[0], self.groups, -1)
-        self._y = softmax_forward(grouped, 2, self.temperature, net.ops.xp)
-        return self._y.reshape(x.shape)
+        self._y = softmax_forward(grouped, 2, self.temperature, xp)
+        y = self._y.reshape(x.shape)
+        self._loss_delta = None
+        if net.truth is not None and not self.noloss:
+            truth = loss_truth(self, net.truth, y)
+            self._loss_delta = y - truth
+            log_p = xp.log(xp.where(truth != 0, y, 1))
+            self.cost = float(-xp.sum(log_p))
+            self.delta = xp.zeros_like(y)       # later layers' loss deltas add here (see backward)
+        return y
 
     def backward(self, x, net):
+        if self._loss_delta is not None:
+            return (self.delta.reshape(x.shape) + self._loss_delta).reshape(x.shape)
         dy = self.delta.reshape(self._y.shape)
         return softmax_backward(self._y, dy, 2, self.temperature, net.ops.xp).reshape(x.shape)
+
+
+def loss_truth(layer, truth, output):
+    """net.truth as an array of the layer output's shape, or an error naming the layer."""
+    if truth.size != output.size:
+        raise DarknetError(f"layer {layer.index} {layer.kind}: truth of {truth.size} values for an output of "
+                           f"{output.size} ({output.shape[0]} images x {output.size // output.shape[0]}); the "
+                           f".data classes and the network's outputs must agree")
+    return truth.reshape(output.shape)
