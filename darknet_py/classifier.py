@@ -1,0 +1,346 @@
+"""`darknet-py classifier train | valid | predict`: darknet's classifier verbs (src/classifier.c).
+
+train (train_classifier): builds the cfg's network (random weights, or WEIGHTS to start from or resume; -clear
+resets `seen`), then loops until iteration max_batches: one iteration = `subdivisions` mini-batches loaded in
+the background (darknet_py.data.ClassifierBatches, augmented as the [net] options say), forward with truth,
+backward, one update (training.py). Per iteration it prints darknet's lines
+    Loaded: <seconds the loader made the engine wait> seconds
+    <iteration>, <epoch>: <loss>, <avg loss> avg, <rate> rate, <seconds> seconds, <seen> images, <h> hours left
+with a progress bar on stderr; avg loss = .9 avg + .1 loss. It saves, in the .data `backup` folder,
+`<cfgbase>_<iteration>.weights` every 1000 iterations, `<cfgbase>_last.weights` every 100 and
+`<cfgbase>_final.weights` at the end (darknet's names and periods; the Python API can change the periods).
+With -topk, top-1/top-k on the `valid` list run about every 2 epochs (darknet: at least every burn_in and 100
+iterations) and at the end. chart.png shows the avg loss and top-k over iterations.
+A NaN/Inf loss stops training with the iteration and the first layer whose output is not finite; checkpoints
+already written stay as they are.
+valid (validate_classifier_single): top-1 and top-k (`top` in .data, default 1) over the valid list, each image
+prepared as darknet does (darknet_py.data.classify_input); the class of an image is the first label that its
+path contains.
+predict (predict_classifier): the `top` most probable classes (-t, else .data `top`, default 1) as
+`NN.NN%: label` lines, labels from `names` (else `labels`).
+"""
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DarknetError
+from .training import current_iteration, images_per_iteration, network_rate, train_iteration
+
+SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
+LAST_EVERY = 100        # darknet: <cfgbase>_last.weights
+VALID_CHUNK = 64        # images per inference forward in validation
+
+
+def cfg_base(cfg_path):
+    """Darknet's basecfg: the cfg file name without folder and extension."""
+    return Path(cfg_path).stem
+
+
+def _build(cfg_path, weights, batch=None, subdivisions=None, device="cpu"):
+    from .network import Network
+    from .weights import init_weights, load_weights
+    net = Network(cfg_path, batch=batch, device=device)
+    if subdivisions is not None:
+        if subdivisions < 1:
+            raise DarknetError(f"subdivisions must be >= 1; got {subdivisions}")
+        net.options.subdivisions = subdivisions
+    if weights is not None:
+        load_weights(net, weights)
+    else:
+        init_weights(net)
+    return net
+
+
+def _check_classes(net, data):
+    """Darknet's check: a softmax/cost head must have one output per class of the .data file."""
+    last = net.layers[-1]
+    if last.kind in ("softmax", "cost") and last.outputs != data.classes:
+        raise DarknetError(f"{data.path}: classes={data.classes}, but the last layer of {net.cfg_path} outputs "
+                           f"{last.outputs} values (the [connected]/[convolutional] before [softmax] needs "
+                           f"{data.classes} outputs)")
+
+
+def class_of(path, labels):
+    """Darknet's rule: the index of the first label that the path contains, or -1."""
+    for i, label in enumerate(labels):
+        if label in path:
+            return i
+    return -1
+
+
+def _top_k(probabilities, k):
+    """Indexes of the k largest values per row, largest first (ties: lower index first, as darknet's top_k)."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    return order[:, :k]
+
+
+# -- valid --------------------------------------------------------------------------------------------
+def evaluate(net, data, paths, topk, progress=None):
+    """(top-1, top-k) accuracy of `net` on image `paths`, classes from the paths and data.labels.
+    `progress(i, top1_so_far, topk_so_far)` is called after each image."""
+    from .data import classify_input
+    if not paths:
+        raise DarknetError(f"{data.path}: the valid list {data.valid} has no images")
+    topk = max(1, min(topk, data.classes))
+    hits1 = hitsk = 0
+    done = 0
+    for start in range(0, len(paths), VALID_CHUNK):
+        chunk = paths[start:start + VALID_CHUNK]
+        x = np.concatenate([classify_input(p, net.options) for p in chunk])
+        probabilities = net.ops.to_numpy(net.forward(x)).reshape(len(chunk), -1)[:, :data.classes]
+        best = _top_k(probabilities, topk)
+        for path, row in zip(chunk, best):
+            truth = class_of(path, data.labels)
+            hits1 += int(row[0] == truth)
+            hitsk += int(truth in row)
+            done += 1
+            if progress is not None:
+                progress(done - 1, hits1 / done, hitsk / done)
+    return hits1 / done, hitsk / done
+
+
+def validate_classifier(data_path, cfg_path, weights, out=sys.stdout):
+    from .data import read_list
+    from .datafile import read_data_file
+    data = read_data_file(data_path)
+    net = _build(cfg_path, weights, batch=1)
+    _check_classes(net, data)
+    topk = min(int(data.get("top", 1)), data.classes)
+    paths = read_list(data.valid)
+
+    def report(i, top1, topn):
+        print(f"{i}: top 1: {top1:f}, top {topk}: {topn:f}", file=out)
+    return evaluate(net, data, paths, topk, progress=report)
+
+
+# -- predict ------------------------------------------------------------------------------------------
+def predict_classifier(data_path, cfg_path, weights, image, top=0, out=sys.stdout):
+    """Print and return [(probability, label)] of the `top` most probable classes of `image`."""
+    from .data import classify_input
+    from .datafile import read_data_file
+    data = read_data_file(data_path)
+    net = _build(cfg_path, weights, batch=1)
+    _check_classes(net, data)
+    names = data.names or data.labels
+    if top <= 0:
+        top = int(data.get("top", 1))
+    top = max(1, min(top, data.classes))
+    x = classify_input(image, net.options)
+    start = time.perf_counter()
+    probabilities = net.ops.to_numpy(net.forward(x)).reshape(1, -1)
+    print(f"{image}: Predicted in {(time.perf_counter() - start) * 1000:f} milli-seconds.", file=out)
+    result = []
+    for index in _top_k(probabilities, top)[0]:
+        label = names[index] if index < len(names) else str(index)
+        result.append((float(probabilities[0, index]), label))
+        print(f"{probabilities[0, index] * 100:5.2f}%: {label}", file=out)
+    return result
+
+
+# -- train --------------------------------------------------------------------------------------------
+class Chart:
+    """chart.png: avg loss and top-k accuracy against iterations (matplotlib, Agg)."""
+
+    def __init__(self, path, max_batches, topk_name):
+        self.path, self.max_batches, self.topk_name = path, max_batches, topk_name
+        self.iterations, self.losses, self.topk = [], [], []
+
+    def add_loss(self, iteration, avg_loss):
+        self.iterations.append(iteration)
+        self.losses.append(avg_loss)
+
+    def add_topk(self, iteration, value):
+        self.topk.append((iteration, value))
+
+    def save(self):
+        if self.path is None or not self.iterations:
+            return
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
+        ax.plot(self.iterations, self.losses, color="tab:blue", linewidth=1)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("avg loss", color="tab:blue")
+        ax.set_xlim(0, max(self.max_batches, self.iterations[-1]))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=.3)
+        if self.topk:
+            acc = ax.twinx()
+            its, values = zip(*self.topk)
+            acc.plot(its, [v * 100 for v in values], "o-", color="tab:red")
+            acc.set_ylabel(f"{self.topk_name} %", color="tab:red")
+            acc.set_ylim(0, 100)
+        fig.tight_layout()
+        fig.savefig(self.path)
+        plt.close(fig)
+
+
+def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=False, chart="chart.png",
+                     device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=SAVE_EVERY,
+                     last_every=LAST_EVERY, topk_every=None, threads=2, seed=None, progress=True, out=sys.stdout):
+    """Darknet's train_classifier. batch/subdivisions/max_batches override the cfg's (batch is the
+    mini-batch); topk_every overrides darknet's top-k period. Returns a dict: iteration, seen, loss, avg_loss,
+    rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights)."""
+    from tqdm import tqdm
+    from .data import ClassifierBatches, read_list
+    from .datafile import read_data_file
+    from .weights import save_weights
+
+    data = read_data_file(data_path)
+    net = _build(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
+    _check_classes(net, data)
+    o = net.options
+    if max_batches is not None:
+        o.max_batches = max_batches
+    if o.max_batches < 1:
+        raise DarknetError(f"{cfg_path}: [net] max_batches={o.max_batches}; training needs max_batches >= 1 "
+                           f"(darknet would train forever)")
+    if clear:
+        net.seen = 0
+    if seed is not None:
+        _seed_layers(net, seed)
+    base = cfg_base(cfg_path)
+    backup = Path(data.backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    paths = read_list(data.train)
+    valid_paths = read_list(data.valid) if calc_topk else []
+    topk = min(int(data.get("top", 5)), data.classes)
+    topk_name = f"top{topk}"
+    chart = Chart(chart, o.max_batches, topk_name)
+    print(f"{base}\nLearning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}\n"
+          f"{len(paths)} training images", file=out)
+
+    iteration = current_iteration(net)
+    iter_save = iter_save_last = iter_topk = iteration
+    avg_loss = -1.0
+    avg_hours = -1.0
+    loss = math.nan
+    topk_results = []
+    per_iteration = images_per_iteration(net)
+    bar = tqdm(total=o.max_batches, initial=min(iteration, o.max_batches), disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, unit="it")
+    with ClassifierBatches(paths, data.labels, o, o.mini_batch, augment=True, threads=threads, seed=seed) as loader:
+        while iteration < o.max_batches:
+            start = time.perf_counter()
+            waited = 0.0
+
+            def next_batch():
+                nonlocal waited
+                x, truth = loader.next()
+                waited += loader.wait_seconds
+                return x, truth
+
+            loss = train_iteration(net, next_batch)
+            avg_loss = loss if avg_loss < 0 or not math.isfinite(avg_loss) else avg_loss
+            avg_loss = avg_loss * .9 + loss * .1
+            iteration = current_iteration(net)
+            seconds = time.perf_counter() - start
+            hours = (o.max_batches - iteration) * seconds / 3600
+            avg_hours = hours if avg_hours < 0 else .01 * hours + .99 * avg_hours
+            bar.write(f"Loaded: {waited:f} seconds", file=out)
+            bar.write(f"{iteration}, {net.seen / len(paths):.3f}: {loss:f}, {avg_loss:f} avg, {network_rate(net):f} "
+                      f"rate, {seconds:f} seconds, {net.seen} images, {avg_hours:f} hours left", file=out)
+            bar.update(1)
+            bar.set_postfix(loss=f"{avg_loss:.4f}", load=f"{waited:.3f}s")
+            chart.add_loss(iteration, avg_loss)
+
+            if calc_topk:
+                if topk_every is None:
+                    due = max(iter_topk + 2 * len(paths) // per_iteration, o.burn_in, 100)
+                else:
+                    due = iter_topk + topk_every
+                if iteration >= due or iteration == o.max_batches:
+                    iter_topk = iteration
+                    top1, topn = evaluate(net, data, valid_paths, topk)
+                    topk_results.append((iteration, top1, topn))
+                    chart.add_topk(iteration, topn)
+                    bar.write(f"\n accuracy top1 = {top1:f}, {topk_name} = {topn:f} \n", file=out)
+                    chart.save()
+            if iteration >= iter_save + save_every:
+                iter_save = iteration
+                save_weights(net, str(backup / f"{base}_{iteration}.weights"))
+            if iteration >= iter_save_last + last_every:
+                iter_save_last = iteration
+                save_weights(net, str(backup / f"{base}_last.weights"))
+                chart.save()
+    bar.close()
+    final = backup / f"{base}_final.weights"
+    save_weights(net, str(final))
+    chart.save()
+    print(f"Saved {final}", file=out)
+    return {"iteration": iteration, "seen": net.seen, "loss": loss, "avg_loss": avg_loss, "rate": network_rate(net),
+            "topk": topk_results, "final": str(final), "net": net}
+
+
+def _seed_layers(net, seed):
+    """Reproducible dropout masks (layers with a settable `rng`)."""
+    for layer in net.layers:
+        if hasattr(layer, "rng"):
+            layer.rng = np.random.default_rng([seed, layer.index])
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def _device(args):
+    if args.gpus is None:
+        return "cpu"
+    from .backend import get_ops
+    device = f"cuda:{args.gpus.split(',')[0]}"
+    try:
+        get_ops(device)
+    except DarknetError as e:
+        print(f"warning: -gpus {args.gpus}: {e}; training on the CPU", file=sys.stderr)
+        return "cpu"
+    return device
+
+
+def cmd_train(args):
+    train_classifier(args.data, args.cfg, args.weights, clear=args.clear, calc_topk=args.topk, chart=args.chart,
+                     device=_device(args), batch=args.batch, subdivisions=args.subdivisions,
+                     max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show)
+
+
+def cmd_valid(args):
+    top1, topk = validate_classifier(args.data, args.cfg, args.weights)
+    print(f"top 1: {top1:f}, top k: {topk:f}")
+
+
+def cmd_predict(args):
+    predict_classifier(args.data, args.cfg, args.weights, args.image, top=args.t)
+
+
+def register_cli(sub):
+    classifier = sub.add_parser("classifier", help="train, validate or run a classifier (darknet classifier ...)")
+    verbs = classifier.add_subparsers(dest="verb", required=True, parser_class=type(classifier))
+
+    train = verbs.add_parser("train", help="train a classifier from a .data file and a cfg")
+    train.add_argument("data")
+    train.add_argument("cfg")
+    train.add_argument("weights", nargs="?", help="weights to start from (resumes their iteration count)")
+    train.add_argument("-gpus", help="GPU index (the CPU is used when no CUDA engine is available)")
+    train.add_argument("-dont_show", action="store_true", help="no progress bar (darknet: no chart window)")
+    train.add_argument("-topk", action="store_true", help="top-1/top-k on the valid list about every 2 epochs")
+    train.add_argument("-clear", action="store_true", help="start the iteration count from 0")
+    train.add_argument("-chart", default="chart.png", help="where to write the chart (default: chart.png)")
+    train.add_argument("--batch", type=int, help="mini-batch (overrides the cfg's batch/subdivisions)")
+    train.add_argument("--subdivisions", type=int, help="mini-batches per iteration (overrides the cfg)")
+    train.add_argument("--max_batches", type=int, help="iterations to train to (overrides the cfg)")
+    train.add_argument("--threads", type=int, default=2, help="image loading threads (default: 2)")
+    train.set_defaults(run=cmd_train)
+
+    valid = verbs.add_parser("valid", help="top-1/top-k accuracy on the .data valid list")
+    valid.add_argument("data")
+    valid.add_argument("cfg")
+    valid.add_argument("weights")
+    valid.set_defaults(run=cmd_valid)
+
+    predict = verbs.add_parser("predict", help="the most probable classes of one image")
+    predict.add_argument("data")
+    predict.add_argument("cfg")
+    predict.add_argument("weights")
+    predict.add_argument("image")
+    predict.add_argument("-t", type=int, default=0, help="how many classes to print (default: .data top, or 1)")
+    predict.set_defaults(run=cmd_predict)
