@@ -33,6 +33,15 @@ def softmax_backward(y, dy, axis, temperature, xp):
     return y * (dy - xp.sum(dy * y, axis=axis, keepdims=True)) / y.dtype.type(temperature)
 
 
+def loss_truth(layer, truth, output):
+    """net.truth as an array of the layer output's shape, or an error naming the layer."""
+    if truth.size != output.size:
+        raise DarknetError(f"layer {layer.index} {layer.kind}: truth of {truth.size} values for an output of "
+                           f"{output.size} ({output.shape[0]} images x {output.size // output.shape[0]}); the "
+                           f".data classes and the network's outputs must agree")
+    return truth.reshape(output.shape)
+
+
 @register("softmax", "soft")
 class Softmax(Layer):
     kind = "softmax"
@@ -80,11 +89,3 @@ class Softmax(Layer):
         dy = self.delta.reshape(self._y.shape)
         return softmax_backward(self._y, dy, 2, self.temperature, net.ops.xp).reshape(x.shape)
 
-
-def loss_truth(layer, truth, output):
-    """net.truth as an array of the layer output's shape, or an error naming the layer."""
-    if truth.size != output.size:
-        raise DarknetError(f"layer {layer.index} {layer.kind}: truth of {truth.size} values for an output of "
-                           f"{output.size} ({output.shape[0]} images x {output.size // output.shape[0]}); the "
-                           f".data classes and the network's outputs must agree")
-    return truth.reshape(output.shape)
