@@ -35,9 +35,9 @@ def _stored_layout(layer):
     return layout
 
 
-def _transposed(net, layer):
+def _transposed(version, layer):
     """Darknet stores connected weights transposed in files whose major or minor version exceeds 1000."""
-    major, minor, _ = net.version
+    major, minor, _ = version
     return layer.kind == "connected" and (major > 1000 or minor > 1000)
 
 
@@ -56,8 +56,7 @@ def load_weights(net, path, cutoff=None):
     if data.size < offset:
         raise DarknetWeightsError(f"{path}: header of version {major}.{minor}.{revision} needs {offset} bytes; "
                                   f"the file has {data.size}")
-    net.version = (major, minor, revision)
-    net.seen = int(data[12:offset].view(seen_type)[0])
+    seen = int(data[12:offset].view(seen_type)[0])
     layers = net.layers if cutoff is None else net.layers[:cutoff]
     loaded = []
     for layer in layers:
@@ -69,11 +68,13 @@ def load_weights(net, path, cutoff=None):
                     f"{path}: ends inside {_layer_label(layer)} {name}: expected {4 * count} bytes, "
                     f"{data.size - offset} left (the file fits a different cfg, or is truncated)")
             values = data[offset:end].view(np.float32)
-            if _transposed(net, layer) and name == "weights":
+            if _transposed((major, minor, revision), layer) and name == "weights":
                 values = values.reshape(shape[1], shape[0]).T
             loaded.append((layer, name, np.array(values, dtype=np.float32).reshape(shape)))
             offset = end
-    for layer, name, array in loaded:   # assign only once the whole file has been read
+    # assign only once the whole file has been read: a failed load leaves the network as it was
+    net.version, net.seen = (major, minor, revision), seen
+    for layer, name, array in loaded:
         layer.weights[name] = array
         if not np.isfinite(array).all():
             bad = int(np.count_nonzero(~np.isfinite(array)))
@@ -98,7 +99,7 @@ def weights_bytes(net, cutoff=None):
                 raise DarknetWeightsError(f"{_layer_label(layer)} has no '{name}' to save: load a .weights file "
                                           f"or call init_weights first")
             array = np.asarray(array, dtype=np.float32).reshape(shape)
-            if _transposed(net, layer) and name == "weights":
+            if _transposed(net.version, layer) and name == "weights":
                 array = array.T
             parts.append(np.ascontiguousarray(array).tobytes())
     return b"".join(parts)
