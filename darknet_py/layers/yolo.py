@@ -5,7 +5,8 @@ this head (default: all), anchors = 2*num numbers; the input must have (classes+
 Loss options keep darknet's defaults: iou_normalizer .75, obj/cls/delta_normalizer 1, iou_loss mse,
 ignore_thresh .5, truth_thresh 1, iou_thresh 1, scale_x_y 1, beta_nms .6, nms_kind default, max_delta inf.
 
-Compute (forward_yolo_layer's CPU activations; the loss comes with training): the input is (batch,
+Compute (forward_yolo_layer's CPU activations; the training loss, when the network is given `net.truth`, is
+darknet's, in darknet_py/yolo_loss.py): the input is (batch,
 len(mask)*(4+1+classes), h, w), per anchor the planes x, y, w, h, objectness, classes. Without new_coords:
 x, y, objectness and classes go through the logistic; w, h stay raw. With new_coords=1 nothing is activated
 (the convolution before has the logistic). Then, in both cases, x and y become x*scale_x_y - 0.5*(scale_x_y-1)
@@ -20,6 +21,8 @@ from . import register
 from .base import Layer
 from .batchnorm import image_input
 from ..activations import activate, activate_backward
+from ..errors import DarknetError
+from ..yolo_loss import classes_multipliers, yolo_cost, yolo_delta
 
 
 def anchor_planes(layer, x):
@@ -126,7 +129,11 @@ class Yolo(AnchorHead):
     def configure(self, s, ctx):
         super().configure(s, ctx)
         self.new_coords = s.get_int("new_coords", 0, minimum=0, maximum=1)
-        s.get_int("show_details", 1)
+        self.show_details = s.get_int("show_details", 1)
+        self.class_multipliers = classes_multipliers(self.counters_per_class, self.max_delta)
+        self.loss_grad = None    # d(loss)/d(input) of the last training forward with truth
+        self.cost = 0.0
+        self.loss_line = ""
         for key, default in (("track_history_size", 5), ("dets_for_track", 1), ("dets_for_show", 1)):
             s.get_int(key, default)
         s.get_float("sim_thresh", 0.8); s.get_float("track_ciou_norm", 0.01)
@@ -146,13 +153,36 @@ class Yolo(AnchorHead):
     def forward(self, x, net):
         logistic, scaled = self._planes()
         out = head_forward(anchor_planes(self, x), logistic, scaled, self.scale_x_y, net.ops.xp)
+        self.loss_grad = None
+        truth = getattr(net, "truth", None)
+        if net.train and truth is not None:
+            self._loss(out, truth, net)
         return out.reshape(out.shape[0], self.c, self.h, self.w)
+
+    def _loss(self, out, truth, net):
+        """Darknet's training loss: cost, loss line, and d(loss)/d(input) = -darknet's delta (darknet adds its
+        delta to the previous layer's unchanged, so it is taken with respect to the logits)."""
+        if self.map_file:
+            raise DarknetError(f"{self.section.path}: [yolo] map={self.map_file}: class maps are not supported "
+                               f"in training yet")
+        xp = net.ops.xp
+        delta, stats = yolo_delta(self, net.ops.to_numpy(out), truth, net.width, net.height)
+        self.cost, self.loss_line = yolo_cost(self, delta, stats)
+        self.loss_grad = xp.asarray(-delta, dtype=out.dtype).reshape(out.shape[0], self.c, self.h, self.w)
+        # the engine's backward starts from the last layer's delta: a head's own loss needs no incoming one
+        if self.delta is None or self.delta.shape != out.shape:
+            self.delta = xp.zeros((out.shape[0], self.c, self.h, self.w), dtype=out.dtype)
+        else:
+            self.delta[...] = 0
 
     def backward(self, x, net):
         planes = anchor_planes(self, x)
         logistic, scaled = self._planes()
         dx = head_backward(planes, self.delta.reshape(planes.shape), logistic, scaled, self.scale_x_y, net.ops.xp)
-        return dx.reshape(x.shape)
+        dx = dx.reshape(x.shape)
+        if self.loss_grad is not None:
+            dx += self.loss_grad.reshape(x.shape)
+        return dx
 
     def notes(self):
         return [f"[yolo] params: iou loss: {self.iou_loss} ({IOU_LOSSES[self.iou_loss]}), "
