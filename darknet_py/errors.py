@@ -14,6 +14,10 @@ class DarknetWeightsError(DarknetError):
     """A .weights file that does not fit the network it is loaded into."""
 
 
+class DarknetDataError(DarknetError):
+    """A .data file, image list, labels file or image that cannot be used for training or prediction."""
+
+
 def located(path, line, message):
     """`path:line: message`, the form compilers use, so editors can jump to it."""
     where = f"{path}:{line}" if line else f"{path}"

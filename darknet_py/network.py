@@ -35,6 +35,8 @@ class Network:
         # weights-file header, kept so that a loaded file can be written back unchanged
         self.version = (0, 2, 5)
         self.seen = 0
+        self.memory_check = True       # refuse a forward the device cannot hold (memory.py)
+        self._memory_checked = set()   # (batch, train) already checked: those buffers are held now
         self.truth = None             # training targets of the current forward (loss layers read them)
         self.cost = None              # darknet's get_network_cost after a forward with truth
         self.optimizer_state = {}     # momentum / Adam buffers (training.py)
@@ -43,11 +45,13 @@ class Network:
         """Run every layer on `x` (float32, batch x channels x height x width) and return the last output;
         each layer keeps its output in `layer.output`. With `truth`, loss layers compute their `cost` and
         loss gradient, and `self.cost` is their mean (darknet's get_network_cost)."""
+        x = self._from_dlpack(x)
         x = self.ops.asarray(x)
         expected = (self.channels, self.height, self.width)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise DarknetError(f"{self.cfg_path}: input of shape {tuple(x.shape)}; expected (batch, "
                                f"{expected[0]}, {expected[1]}, {expected[2]}) as [net] channels/height/width say")
+        self._check_memory(x.shape[0], train)
         self.train = train
         self.input = x
         self.truth = None if truth is None else self.ops.asarray(truth)
@@ -62,6 +66,19 @@ class Network:
         """Apply the accumulated gradients with darknet's update rule (training.update_network)."""
         from .training import update_network
         update_network(self)
+
+    def _check_memory(self, batch, train):
+        """Before the first forward of a batch size and mode, compare what the layer table says it allocates
+        with the memory the device has available (memory.py); refuse with DarknetMemoryError if it does not fit."""
+        key = (batch, bool(train))
+        if not self.memory_check or key in self._memory_checked:
+            return
+        from .memory import check_memory
+        from .table import forward_bytes
+        mode = "training" if train else "inference"
+        check_memory(self.ops, forward_bytes(self, batch, train),
+                     f"{self.cfg_path}: a {mode} forward of {batch} {self.width}x{self.height} image(s)")
+        self._memory_checked.add(key)
 
     def backward(self, delta=None):
         """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the last layer's
@@ -111,6 +128,30 @@ class Network:
     def __repr__(self):
         return (f"<Network {self.cfg_path}: {len(self.layers)} layers, input {self.width}x{self.height}x"
                 f"{self.channels}, batch {self.batch}>")
+
+    def _from_dlpack(self, x):
+        """Another library's array (torch, CuPy, JAX, ...) through DLPack, without a copy where the device allows;
+        the layer outputs and forward's result are NumPy (CuPy) arrays, which export `__dlpack__` themselves."""
+        xp = self.ops.xp
+        if isinstance(x, xp.ndarray) or not hasattr(x, "__dlpack__"):
+            return x
+        try:
+            return xp.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError) as e:
+            raise DarknetError(f"{self.cfg_path}: cannot take the {type(x).__name__} input through DLPack: {e}") from None
+
+    def export_onnx(self, path, opset=None, batch=None, boxes=False):
+        """Write the inference graph as an ONNX file (onnx_export.py: BN folded, heads' activated outputs,
+        optional decoded `boxes`/`scores`; dynamic batch unless `batch`). Returns the onnx ModelProto."""
+        from .onnx_export import DEFAULT_OPSET, export_onnx
+        return export_onnx(self, path, opset=opset or DEFAULT_OPSET, batch=batch, boxes=boxes)
+
+    def detect(self, image, thresh=0.25, nms=0.45, hier_thresh=0.5, letter_box=None, names=None):
+        """Darknet's detector test on one image (a path, PIL image, (H, W, C) uint8 or (C, H, W) float array):
+        [(class name, or id without `names`, probability, (centre x, centre y, width, height) in pixels)],
+        left to right as darknet prints them. letter_box: None = the cfg's [net] letter_box."""
+        from .detector import detect
+        return detect(self, image, thresh, nms, hier_thresh, letter_box, names)
 
     def summary(self):
         """Darknet's layer table with FMA, parameters, memory and totals (what `darknet-py ops` prints)."""

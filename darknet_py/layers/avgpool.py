@@ -29,3 +29,7 @@ class AvgPool(Layer):
         xp = net.ops.xp
         dy = self.delta.reshape(x.shape[0], self.c, 1, 1) / self.delta.dtype.type(self.h * self.w)
         return xp.ascontiguousarray(xp.broadcast_to(dy, (x.shape[0], self.c, self.h, self.w))).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        return graph.op("GlobalAveragePool", [graph.image_input(self)], "avgpool"), (self.c, 1, 1)

@@ -168,3 +168,13 @@ class BatchNorm(Layer):
         accumulate(self.grads, "scales", dscales, (self.c,))
         accumulate(self.grads, "biases", dbiases, (self.c,))
         return dz.reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        from ..onnx_export import fold_batchnorm
+        p = {name: graph.numpy(value)
+             for name, value in layer_params(self, self, ("biases",) + BN_NAMES, graph.net.ops).items()}
+        a, b = fold_batchnorm(np.ones(self.c, np.float32), p["biases"], p["scales"], p["rolling_mean"],
+                              p["rolling_variance"])
+        out = graph.add(graph.mul(graph.image_input(self), a.reshape(1, -1, 1, 1)), b.reshape(1, -1, 1, 1))
+        return out, (self.c, self.h, self.w)

@@ -77,3 +77,15 @@ class Connected(Layer):
         accumulate(self.grads, "biases", dbiases, (self.units,))
         accumulate(self.grads, "weights", dz.T @ self._flat(x), (self.units, self.inputs))
         return (dz @ params["weights"]).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        from ..onnx_export import fold_batchnorm
+        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
+        p = {name: graph.numpy(value) for name, value in layer_params(self, self, names, graph.net.ops).items()}
+        weights, biases = p["weights"], p["biases"]
+        if self.batch_normalize:
+            weights, biases = fold_batchnorm(weights, biases, p["scales"], p["rolling_mean"], p["rolling_variance"])
+        x = graph.flatten(graph.input(self)[0])
+        z = graph.op("Gemm", [x, graph.const(weights, "weights"), graph.const(biases, "biases")], "gemm", transB=1)
+        return graph.activation(z, self.activation), (self.units,)

@@ -185,3 +185,18 @@ class Convolutional(Layer):
                                      self.padding, self.dilation, self.groups)
         accumulate(owner.grads, "weights", dw, params["weights"].shape)
         return dx.reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        if self.binary or self.xnor:
+            key = "xnor" if self.xnor else "binary"
+            raise graph.unsupported(self, key, 1, "binary convolutions are not run by the CPU engine either")
+        from ..onnx_export import fold_batchnorm
+        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
+        p = {name: graph.numpy(value) for name, value in self._params(graph.net, names).items()}
+        weights, biases = p["weights"], p["biases"]
+        if self.batch_normalize:
+            weights, biases = fold_batchnorm(weights, biases, p["scales"], p["rolling_mean"], p["rolling_variance"])
+        z = graph.conv(graph.image_input(self), weights, biases, self.h, self.w, self.stride_x, self.stride_y,
+                       self.padding, self.dilation, self.groups)
+        return graph.activation(z, self.activation), (self.out_c, self.out_h, self.out_w)

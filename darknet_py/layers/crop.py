@@ -77,3 +77,12 @@ class Crop(Layer):
         dx = xp.zeros((x.shape[0], self.c, self.h, self.w), dtype=dy.dtype)
         dx[:, :, rows, cols] = dy * scale
         return dx.reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        dh, dw, _ = self._window(False)
+        x = graph.slice(graph.image_input(self), 2, dh, dh + self.crop_height)
+        x = graph.slice(x, 3, dw, dw + self.crop_width)
+        scale, trans = self._affine(np.dtype(np.float32))
+        out = x if self.noadjust else graph.add(graph.mul(x, scale), trans)
+        return out, (self.c, self.out_h, self.out_w)

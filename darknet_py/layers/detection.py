@@ -64,3 +64,13 @@ class Detection(Layer):
         dx[:, :n] = softmax_backward(self._classes, dy[:, :n].reshape(self._classes.shape), 2, 1.0,
                                      xp).reshape(x.shape[0], n)
         return dx.reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        flat = graph.flatten(graph.input(self)[0])
+        if not self.softmax:
+            return flat, (self.inputs,)
+        n = self.side * self.side * self.classes
+        classes = graph.reshape(graph.slice(flat, 1, 0, n), (self.side * self.side, self.classes))
+        classes = graph.reshape(graph.op("Softmax", [classes], "softmax", axis=2), (n,))
+        return graph.concat([classes, graph.slice(flat, 1, n, None)], 1), (self.inputs,)

@@ -76,3 +76,7 @@ class Dropout(Layer):
         if self._keep is None:
             return dy
         return net.ops.xp.where(self._keep, dy * self._scale, dy.dtype.type(0))
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        return graph.input(self)   # the identity in inference

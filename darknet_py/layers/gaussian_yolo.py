@@ -8,8 +8,10 @@ objectness and classes; w and h stay raw; then x and y (only, not their sigmas) 
 x*scale_x_y - 0.5*(scale_x_y - 1). Backward: the derivative of that map (darknet passes its delta through
 unchanged, see yolo.py).
 """
+import numpy as np
+
 from . import register
-from .yolo import AnchorHead, IOU_LOSSES, anchor_planes, head_backward, head_forward
+from .yolo import AnchorHead, IOU_LOSSES, anchor_planes, head_backward, head_forward, xy_affine
 
 LOGISTIC_PLANES = [slice(0, 4), 5, 7, slice(8, None)]
 SCALED_PLANES = [0, 2]
@@ -48,3 +50,16 @@ class GaussianYolo(AnchorHead):
         dx = head_backward(planes, self.delta.reshape(planes.shape), LOGISTIC_PLANES, SCALED_PLANES,
                            self.scale_x_y, net.ops.xp)
         return dx.reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        alpha, beta = xy_affine(self.scale_x_y, np.dtype(np.float32))
+        out = graph.fixed_activations(graph.image_input(self), self, LOGISTIC_PLANES, SCALED_PLANES, alpha, beta)
+        return out, (self.c, self.h, self.w)
+
+    def onnx_boxes(self, graph):
+        """get_gaussian_yolo_box and darknet's probability objectness * class * (1 - mean uncertainty)."""
+        table, col, row, anchor_w, anchor_h = graph.anchor_table(self)
+        point = {"center": 0, "left_top": 1, "right_bottom": -1}[self.yolo_point]
+        return graph.decode_boxes(self, table, col, row, anchor_w, anchor_h, xy=(0, 2), wh=(4, 6), obj=8,
+                                  classes_start=9, uncertainty=(1, 3, 5, 7), point=point)

@@ -43,3 +43,16 @@ class LocalAvgPool(Pooling):
         for _, tap in self._taps():
             dpadded[tap] += dy
         return self._unpad(dpadded, xp).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        # zero padding, the window average over size*size, then * size*size / (in-bounds count): darknet's
+        # sum / count (0 * inf = NaN where a window is entirely outside, as darknet's 0 / 0)
+        x = graph.image_input(self)
+        off, ext_h, ext_w, _, _ = self._geometry()
+        x = graph.pad_crop(x, off, off, ext_h - self.h - off, ext_w - self.w - off, 0.0)
+        mean = graph.op("AveragePool", [x], "avgpool", kernel_shape=[self.size] * 2,
+                        strides=[self.stride_y, self.stride_x])
+        count, empty = self._counts(np.float64, np)
+        ratio = np.where(empty, np.inf, self.size * self.size / count)
+        return graph.mul(mean, ratio.reshape(1, 1, self.out_h, self.out_w)), (self.c, self.out_h, self.out_w)

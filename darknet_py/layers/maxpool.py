@@ -194,3 +194,29 @@ class MaxPool(Pooling):
         for m in range(k):
             dpadded[..., m:m + (self.out_w - 1) * sx + 1:sx] += xp.where(self._row_arg == m, drows, zero)
         return self._unpad(dpadded, xp).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        x = graph.image_input(self)
+        if self.maxpool_depth:
+            return self._depth_onnx(graph, x), (self.out_c, self.h, self.w)
+        off, ext_h, ext_w, _, _ = self._geometry()
+        x = graph.pad_crop(x, off, off, ext_h - self.h - off, ext_w - self.w - off, -FLT_MAX)
+        out = graph.op("MaxPool", [x], "maxpool", kernel_shape=[self.size] * 2, strides=[self.stride_y, self.stride_x])
+        return out, (self.out_c, self.out_h, self.out_w)
+
+    def _depth_onnx(self, graph, x):
+        """Channel g's maximum over channels g, g+out_c, ...: elementwise Max of consecutive channel chunks."""
+        oc, c = self.out_c, self.c
+        best = None
+        for r in range(-(-c // oc)):
+            count = min(oc, c - r * oc)
+            chunk = graph.slice(x, 1, r * oc, r * oc + count)
+            if best is None:
+                best = chunk if count == oc else graph.pad_channels(chunk, oc - count, -FLT_MAX)
+            elif count == oc:
+                best = graph.op("Max", [best, chunk], "max")
+            else:
+                head = graph.op("Max", [graph.slice(best, 1, 0, count), chunk], "max")
+                best = graph.concat([head, graph.slice(best, 1, count, None)], 1)
+        return best

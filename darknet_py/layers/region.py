@@ -14,6 +14,8 @@ hierarchical softmax) is refused by the CPU engine for now, and backward_region_
 delta (in the transposed order) to the previous layer's delta without un-transposing it (the GPU version
 does un-transpose).
 """
+import numpy as np
+
 from . import register
 from .base import Layer
 from .batchnorm import image_input
@@ -97,3 +99,29 @@ class Region(Layer):
         size = self.coords + self.classes + 1
         dx = dt.reshape(t.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
         return xp.ascontiguousarray(dx).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        if self.tree_file:
+            raise graph.unsupported(self, "tree", self.tree_file, "hierarchical softmax is not run by the CPU engine")
+        if self.coords != 4:
+            raise graph.unsupported(self, "coords", self.coords, "darknet's forward hard-codes coords=4")
+        size = self.coords + self.classes + 1
+        t = graph.reshape(graph.image_input(self), (self.n * size, self.h * self.w))
+        t = graph.reshape(graph.op("Transpose", [t], "transpose", perm=[0, 2, 1]), (self.h * self.w, self.n, size))
+        parts = [graph.slice(t, 3, 0, 4), graph.op("Sigmoid", [graph.slice(t, 3, 4, 5)], "objectness")]
+        if self.classes:
+            classes = graph.slice(t, 3, 5, None)
+            parts.append(graph.op("Softmax", [classes], "softmax", axis=3) if self.softmax else classes)
+        return graph.reshape(graph.concat(parts, 3), (self.outputs,)), (self.outputs,)
+
+    def onnx_boxes(self, graph):
+        """Decoded boxes and scores in darknet's get_region_box way (anchors in grid cells), from this layer's
+        output, in its (position, anchor) order."""
+        size = self.coords + self.classes + 1
+        table = graph.reshape(graph.source(self.index)[0], (self.h * self.w * self.n, size))
+        location = np.repeat(np.arange(self.h * self.w), self.n)
+        anchors = np.asarray(self.anchors, np.float64).reshape(-1, 2)[np.tile(np.arange(self.n), self.h * self.w)]
+        return graph.decode_boxes(self, table, location % self.w, location // self.w,
+                                  anchors[:, 0] * graph.net.width / self.w, anchors[:, 1] * graph.net.height / self.h,
+                                  xy=(0, 1), wh=(2, 3), obj=4, classes_start=5, sigmoid_xy=True)

@@ -88,6 +88,24 @@ class Reorganize(Layer):
         dy = self.delta.reshape(self.delta.shape[0], -1)
         return dy[:, inverse].reshape(x.shape)
 
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        """reorg_cpu as a reshape-transpose-reshape: small (s*s*ic, H, W) viewed as (s, s, ic, H, W) is big
+        (ic, H*s, W*s) viewed as (ic, H, s, W, s), axes (dy, dx, c, j, i) <-> (c, j, dy, i, dx)."""
+        (W, H, C), forward = self.reorg_call()
+        s = self.stride
+        if C % (s * s) or C == 0:
+            raise graph.unsupported(self, "stride", s, f"darknet's reorg_cpu gets {C} channels, which {s * s} does "
+                                                       f"not divide (the CPU engine refuses it too)")
+        ic = C // (s * s)
+        if forward:   # small -> big
+            view, perm = (s, s, ic, H, W), [0, 3, 4, 1, 5, 2]
+        else:         # big -> small
+            view, perm = (ic, H, s, W, s), [0, 3, 5, 1, 2, 4]
+        name = graph.reshape(graph.input(self)[0], view)
+        name = graph.op("Transpose", [name], "reorg", perm=perm)
+        return graph.reshape(name, (self.out_c, self.out_h, self.out_w)), (self.out_c, self.out_h, self.out_w)
+
 
 @register("reorg3d")
 class Reorg3d(Reorganize):

@@ -96,3 +96,23 @@ class Route(Layer):
             delta.reshape(delta.shape[0], -1)[:, start:start + part] += dy[:, offset:offset + part]
             offset += part
         return None
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        """Channel slices when every part is whole channels of an image; else darknet's flat cuts."""
+        parts = []
+        for other, part, start in self._parts(graph.net):
+            name, shape = graph.source(other.index)
+            plane = other.out_w * other.out_h
+            parts.append((name, shape, part, start, plane))
+        if all(len(shape) == 3 and part % plane == 0 and start % plane == 0 for _, shape, part, start, plane in parts):
+            pieces = [graph.slice(name, 1, start // plane, (start + part) // plane)
+                      for name, shape, part, start, plane in parts]
+            return graph.concat(pieces, 1), (self.out_c, self.out_h, self.out_w)
+        pieces = [graph.slice(graph.flatten(name), 1, start, start + part) for name, _, part, start, _ in parts]
+        flat = graph.concat(pieces, 1)
+        filled = sum(part for _, _, part, _, _ in parts)
+        if filled < self.outputs:   # darknet leaves the rest of its zeroed buffer
+            pads = graph.ints([0, 0, 0, self.outputs - filled], "pads")
+            flat = graph.op("Pad", [flat, pads, graph.const(0.0, "pad_value")], "pad", mode="constant")
+        return graph.reshape(flat, (self.out_c, self.out_h, self.out_w)), (self.out_c, self.out_h, self.out_w)

@@ -46,3 +46,9 @@ class Sam(Layer):
         delta = source_delta(other, xp)
         delta.reshape(xi.shape)[...] += dz * xi
         return (dz * src).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        src = graph.image(*graph.source(self.source), self.c, self.h, self.w)
+        z = graph.op("Mul", [graph.image_input(self), src], "sam")
+        return graph.activation(z, self.activation), (self.c, self.h, self.w)

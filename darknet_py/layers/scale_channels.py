@@ -58,3 +58,11 @@ class ScaleChannels(Layer):
         delta.reshape(src.shape)[...] += dz * scale
         dx = xp.sum(dz * src, axis=1 if self.scale_wh else (2, 3))
         return dx.reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        src = graph.image(*graph.source(self.source), self.out_c, self.out_h, self.out_w)
+        name = graph.input(self)[0]
+        scale = graph.reshape(name, (1, self.out_h, self.out_w) if self.scale_wh else (self.c, 1, 1))
+        z = graph.op("Mul", [scale, src], "scale")
+        return graph.activation(z, self.activation), (self.out_c, self.out_h, self.out_w)

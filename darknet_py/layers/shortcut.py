@@ -164,3 +164,21 @@ class Shortcut(Layer):
     def notes(self):
         return [f" ({fmt_shape(*self.input_shape)}) + ({fmt_shape(*shape)}) "
                 for shape in self.source_shapes if shape != self.input_shape]
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        _, wn = self._normalized(graph.net)
+        wn = None if wn is None else graph.numpy(wn)
+        x = graph.image_input(self)
+        z = x if wn is None else graph.mul(x, self._scale(wn[0], self.c))
+        for k, i in enumerate(self.input_layers):
+            other = graph.net.layers[i]
+            src = graph.image(*graph.source(i), other.out_c, self.h, self.w)
+            m = min(self.c, other.out_c)
+            src = graph.slice(src, 1, 0, m) if other.out_c > m else src
+            if wn is not None:
+                src = graph.mul(src, self._scale(wn[k + 1], m))
+            if m < self.c:   # a `from` layer with fewer channels adds to the first ones only
+                src = graph.pad_channels(src, self.c - m)
+            z = graph.op("Add", [z, src], "add")
+        return graph.activation(z, self.activation), (self.c, self.h, self.w)

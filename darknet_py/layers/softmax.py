@@ -89,3 +89,15 @@ class Softmax(Layer):
         dy = self.delta.reshape(self._y.shape)
         return softmax_backward(self._y, dy, 2, self.temperature, net.ops.xp).reshape(x.shape)
 
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        if self.tree_file:
+            raise graph.unsupported(self, "tree", self.tree_file, "hierarchical softmax is not run by the CPU engine")
+        if self.spatial:
+            raise graph.unsupported(self, "spatial", f"{self.spatial:g}", "not run by the CPU engine")
+        name, shape = graph.input(self)
+        grouped = graph.reshape(name, (self.groups, self.inputs // self.groups))
+        if self.temperature != 1:
+            grouped = graph.op("Div", [grouped, graph.const(self.temperature)], "temperature")
+        y = graph.op("Softmax", [grouped], "softmax", axis=2)
+        return graph.reshape(y, shape), shape

@@ -10,6 +10,8 @@ Backward is the adjoint: block sums of scale*delta for upsample, scale*delta rep
 Known darknet difference, not reproduced: the downsample backward writes (=) the previous layer's delta
 instead of adding to it.
 """
+import numpy as np
+
 from . import register
 from .base import Layer, fmt_shape
 from .batchnorm import image_input
@@ -72,3 +74,15 @@ class Upsample(Layer):
         if self.reverse:
             return repeat_scaled(dy, self.stride, scale, net.ops.xp).reshape(x.shape)
         return block_sum_scaled(dy, self.stride, scale, net.ops.xp).reshape(x.shape)
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        x = graph.image_input(self)
+        s = self.stride
+        shape = (self.out_c, self.out_h, self.out_w)
+        if self.reverse:   # darknet's scaled block sum = block average * stride^2 * scale
+            mean = graph.op("AveragePool", [x], "avgpool", kernel_shape=[s, s], strides=[s, s])
+            return graph.mul(mean, np.float32(s * s * np.float32(self.scale))), shape
+        out = graph.op("Resize", [x, "", graph.const([1, 1, s, s], "scales")], "upsample", mode="nearest",
+                       coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return (graph.mul(out, np.float32(self.scale)) if self.scale != 1 else out), shape

@@ -189,3 +189,16 @@ class Yolo(AnchorHead):
                 f"iou_norm: {self.iou_normalizer:2.2f}, obj_norm: {self.obj_normalizer:2.2f}, "
                 f"cls_norm: {self.cls_normalizer:2.2f}, delta_norm: {self.delta_normalizer:2.2f}, "
                 f"scale_x_y: {self.scale_x_y:2.2f}"] + self.nms_note()
+
+    # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
+    def to_onnx(self, graph):
+        logistic, scaled = self._planes()
+        alpha, beta = xy_affine(self.scale_x_y, np.dtype(np.float32))
+        out = graph.fixed_activations(graph.image_input(self), self, logistic, scaled, alpha, beta)
+        return out, (self.c, self.h, self.w)
+
+    def onnx_boxes(self, graph):
+        """get_yolo_box (new_coords: size t*t*4*anchor) and darknet's probability objectness * class."""
+        table, col, row, anchor_w, anchor_h = graph.anchor_table(self)
+        return graph.decode_boxes(self, table, col, row, anchor_w, anchor_h, xy=(0, 1), wh=(2, 3), obj=4,
+                                  classes_start=5, square_wh=bool(self.new_coords))
