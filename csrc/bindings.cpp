@@ -1,6 +1,7 @@
 // pybind11 module darknet_py._C: CPU kernels.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -9,10 +10,15 @@
 #include <omp.h>
 #endif
 
+#include "activations.h"
+#include "depthwise.h"
 #include "im2col.h"
+#include "pooling.h"
 
 namespace py = pybind11;
+using darknet_py::Activation;
 using darknet_py::ConvGeometry;
+using darknet_py::WindowGeometry;
 using FloatArray = py::array_t<float, py::array::c_style>;
 
 static ConvGeometry geometry(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
@@ -28,6 +34,36 @@ static ConvGeometry geometry(int64_t c, int64_t h, int64_t w, int64_t kh, int64_
 static void require_float32_contiguous(const py::array& a, const char* what) {
     if (!py::isinstance<FloatArray>(a) || !(a.flags() & py::array::c_style))
         throw py::value_error(std::string(what) + " must be a C-contiguous float32 array");
+}
+
+
+static Activation activation(const std::string& name) {
+    Activation act;
+    if (!darknet_py::activation_from_name(name, &act))
+        throw py::value_error("activation '" + name + "' has no C++ kernel (see fused_activations())");
+    return act;
+}
+
+// A per-channel vector (channels,) as a float32 pointer, or null for None.
+static const float* channel_vector(const py::object& v, int64_t channels, const char* what) {
+    if (v.is_none()) return nullptr;
+    py::array a = py::reinterpret_borrow<py::array>(v);
+    require_float32_contiguous(a, what);
+    if (a.size() != channels)
+        throw py::value_error(std::string(what) + " must have one value per channel (" + std::to_string(channels) + ")");
+    return static_cast<const float*>(a.data());
+}
+
+static void require_nchw(const py::array& x, const char* what) {
+    require_float32_contiguous(x, what);
+    if (x.ndim() != 4) throw py::value_error(std::string(what) + " must have shape (batch, channels, height, width)");
+}
+
+static WindowGeometry window(const py::array& x, int64_t kernel, int64_t stride_h, int64_t stride_w, int64_t offset,
+                             int64_t dilation, int64_t out_h, int64_t out_w) {
+    if (kernel < 1 || stride_h < 1 || stride_w < 1 || dilation < 1 || offset < 0 || out_h < 1 || out_w < 1)
+        throw py::value_error("kernel, strides, dilation and output size must be >= 1 and offset >= 0");
+    return WindowGeometry{x.shape(2), x.shape(3), out_h, out_w, kernel, stride_h, stride_w, offset, dilation};
 }
 
 PYBIND11_MODULE(_C, m) {
@@ -66,6 +102,67 @@ PYBIND11_MODULE(_C, m) {
         return image;
     }, py::arg("columns"), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("kh"), py::arg("kw"), py::arg("sh"),
        py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh") = 1, py::arg("dw") = 1);
+
+
+    m.def("fused_activations", &darknet_py::activation_names,
+          "the activations affine_activate and depthwise_conv2d compute (the elementwise ones)");
+
+    m.def("affine_activate", [](py::array x, py::object scale, py::object shift, const std::string& name) {
+        require_float32_contiguous(x, "x");
+        if (x.ndim() < 2) throw py::value_error("x must have shape (batch, channels, ...)");
+        const int64_t planes = x.shape(0) * x.shape(1), channels = x.shape(1);
+        const int64_t spatial = planes ? x.size() / planes : 0;
+        const float* a = channel_vector(scale, channels, "scale");
+        const float* b = channel_vector(shift, channels, "shift");
+        if (!b) throw py::value_error("shift is required");
+        Activation act = activation(name);
+        float* data = static_cast<float*>(x.mutable_data());
+        py::gil_scoped_release release;
+        darknet_py::affine_activate(data, planes, channels, spatial, a, b, act);
+    }, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("activation"),
+       "in place: x[:, c] = activation(x[:, c] * scale[c] + shift[c]); scale may be None");
+
+    m.def("depthwise_conv2d", [](py::array x, py::array weights, int64_t stride_h, int64_t stride_w, int64_t offset,
+                                 int64_t dilation, int64_t out_h, int64_t out_w, py::object scale, py::object shift,
+                                 const std::string& name) {
+        require_nchw(x, "x");
+        require_float32_contiguous(weights, "weights");
+        const int64_t batch = x.shape(0), channels = x.shape(1);
+        if (weights.ndim() != 4 || weights.shape(0) != channels || weights.shape(1) != 1 ||
+            weights.shape(2) != weights.shape(3))
+            throw py::value_error("weights must have shape (channels, 1, k, k)");
+        WindowGeometry g = window(x, weights.shape(2), stride_h, stride_w, offset, dilation, out_h, out_w);
+        const float* a = channel_vector(scale, channels, "scale");
+        const float* b = channel_vector(shift, channels, "shift");
+        Activation act = activation(name);
+        FloatArray y({batch, channels, out_h, out_w});
+        const float* src = static_cast<const float*>(x.data());
+        const float* w = static_cast<const float*>(weights.data());
+        float* dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            darknet_py::depthwise_conv2d(src, w, dst, batch, channels, g, a, b, act);
+        }
+        return y;
+    }, py::arg("x"), py::arg("weights"), py::arg("stride_h"), py::arg("stride_w"), py::arg("offset"),
+       py::arg("dilation"), py::arg("out_h"), py::arg("out_w"), py::arg("scale") = py::none(),
+       py::arg("shift") = py::none(), py::arg("activation") = "linear",
+       "depthwise convolution; with shift, the fused epilogue activation(y * scale + shift) per channel");
+
+    m.def("maxpool2d", [](py::array x, int64_t size, int64_t stride_h, int64_t stride_w, int64_t offset,
+                          int64_t out_h, int64_t out_w) {
+        require_nchw(x, "x");
+        WindowGeometry g = window(x, size, stride_h, stride_w, offset, 1, out_h, out_w);
+        FloatArray y({x.shape(0), x.shape(1), out_h, out_w});
+        const float* src = static_cast<const float*>(x.data());
+        float* dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            darknet_py::maxpool2d(src, dst, x.shape(0) * x.shape(1), g);
+        }
+        return y;
+    }, py::arg("x"), py::arg("size"), py::arg("stride_h"), py::arg("stride_w"), py::arg("offset"), py::arg("out_h"),
+       py::arg("out_w"), "max pooling, darknet's forward_maxpool_layer values (no argmax)");
 
     m.def("openmp_threads", []() {
 #ifdef _OPENMP

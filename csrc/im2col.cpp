@@ -1,5 +1,7 @@
 #include "im2col.h"
 
+#include <algorithm>
+
 namespace darknet_py {
 
 void im2col(const float* image, const ConvGeometry& g, float* columns) {
@@ -19,11 +21,19 @@ void im2col(const float* image, const ConvGeometry& g, float* columns) {
                 for (int64_t x = 0; x < ow; ++x) out_row[x] = 0.f;
                 continue;
             }
-            const float* in_row = plane + iy * g.width;
-            for (int64_t x = 0; x < ow; ++x) {
-                const int64_t ix = x * g.stride_w - g.pad_w + kx * g.dilation_w;
-                out_row[x] = (ix >= 0 && ix < g.width) ? in_row[ix] : 0.f;
+            // columns [first, last) read inside the row, the others are padding
+            const int64_t tap = kx * g.dilation_w - g.pad_w;
+            const int64_t hi = g.width - 1 - tap;  // x*stride_w <= hi
+            const int64_t last = hi < 0 ? 0 : std::min(ow, hi / g.stride_w + 1);
+            const int64_t first = std::min(last, tap >= 0 ? int64_t(0) : (-tap + g.stride_w - 1) / g.stride_w);
+            const float* src = plane + iy * g.width + tap;
+            std::fill(out_row, out_row + first, 0.f);
+            if (g.stride_w == 1) {
+                std::copy(src + first, src + last, out_row + first);
+            } else {
+                for (int64_t x = first; x < last; ++x) out_row[x] = src[x * g.stride_w];
             }
+            std::fill(out_row + last, out_row + ow, 0.f);
         }
     }
 }

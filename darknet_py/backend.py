@@ -16,8 +16,12 @@ an odd size (every `pad=1` cfg) or dilation = 1; otherwise darknet's result is i
 columns im2col never wrote), and the formula above, the standard dilated convolution at darknet's output size
 with darknet's receptive-field offset, is what is computed here.
 """
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .activations import activate
 
 
 def conv_output_size(h, w, size, stride_x, stride_y, pad):
@@ -76,6 +80,11 @@ class _Geometry:
                 self.h + 2 * self.off - eff >= 0 and self.w + 2 * self.off - eff >= 0)
 
 
+@functools.lru_cache(maxsize=None)
+def _fused_activations(ext):
+    return frozenset(ext.fused_activations())
+
+
 class NumpyOps:
     """CPU backend: NumPy with BLAS GEMMs, and the C++ kernels of darknet_py._C where NumPy is slow."""
 
@@ -90,6 +99,11 @@ class NumpyOps:
 
     def asarray(self, x):
         return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def available_memory(self):
+        """Bytes of host RAM a new allocation can use (memory.py; None if unknown)."""
+        from .memory import host_available_bytes
+        return host_available_bytes()
 
     def to_numpy(self, x):
         return x
@@ -169,6 +183,60 @@ class NumpyOps:
             for j in range(groups):
                 work = self.im2col(x[b, j * cg:(j + 1) * cg], g, work)
                 np.matmul(wmat[j * fg:(j + 1) * fg], work, out=out[b, j * fg:(j + 1) * fg].reshape(fg, -1))
+        return out
+
+    def _fused(self, dtype, activation):
+        """darknet_py._C when it computes `activation` on `dtype` arrays, else None."""
+        if dtype != np.float32:
+            return None
+        from ._ext import _C
+        return _C if activation in _fused_activations(_C) else None
+
+    def affine_activation(self, z, scale, shift, activation):
+        """activation(z * scale[c] + shift[c]) per channel c (axis 1); scale None means 1. Overwrites z, which
+        must not be needed afterwards; returns the result (z itself, or a new array)."""
+        ext = self._fused(z.dtype, activation)
+        if ext is not None and z.flags.c_contiguous:
+            ext.affine_activate(z, None if scale is None else self.asarray(scale), self.asarray(shift), activation)
+            return z
+        per_channel = (1, -1) + (1,) * (z.ndim - 2)
+        if scale is not None:
+            z *= scale.reshape(per_channel)
+        z += shift.reshape(per_channel)
+        return activate(z, activation, np)
+
+    def conv2d_affine_activation(self, x, w, scale, shift, activation, stride_x=1, stride_y=1, pad=0, dilation=1,
+                                 groups=1):
+        """Inference: activation(conv2d(x, w) * scale[f] + shift[f]) per filter f, without keeping the
+        pre-activation (scale None means 1: a plain bias)."""
+        batch, c, h, width = x.shape
+        filters = w.shape[0]
+        ext = self._fused(x.dtype, activation)
+        if ext is not None and groups == c == filters and filters > 1:
+            out_h, out_w = conv_output_size(h, width, w.shape[2], stride_x, stride_y, pad)
+            return ext.depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), stride_y, stride_x,
+                                        pad * dilation, dilation, out_h, out_w,
+                                        None if scale is None else self.asarray(scale), self.asarray(shift),
+                                        activation)
+        z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
+        return self.affine_activation(z, scale, shift, activation)
+
+    def maxpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
+        """Inference max pooling: the maximum over each size x size window of x (batch, c, h, w) whose (0, 0)
+        is input element (-offset, -offset), positions outside ignored (-FLT_MAX for an empty window)."""
+        if x.dtype == np.float32:
+            from ._ext import _C
+            return _C.maxpool2d(np.ascontiguousarray(x), size, stride_y, stride_x, offset, out_h, out_w)
+        lowest = np.finfo(np.float32).min
+        ext_h, ext_w = (out_h - 1) * stride_y + size, (out_w - 1) * stride_x + size
+        padded = np.full(x.shape[:2] + (ext_h, ext_w), lowest, dtype=x.dtype)
+        in_h, in_w = max(0, min(x.shape[2], ext_h - offset)), max(0, min(x.shape[3], ext_w - offset))
+        padded[:, :, offset:offset + in_h, offset:offset + in_w] = x[:, :, :in_h, :in_w]
+        out = np.full(x.shape[:2] + (out_h, out_w), lowest, dtype=x.dtype)
+        for ky in range(size):
+            for kx in range(size):
+                tap = padded[:, :, ky:ky + (out_h - 1) * stride_y + 1:stride_y, kx:kx + (out_w - 1) * stride_x + 1:stride_x]
+                np.copyto(out, tap, where=tap > out)   # darknet's strict comparison: NaNs never win
         return out
 
     def conv2d_backward(self, x, w, dy, stride_x=1, stride_y=1, pad=0, dilation=1, groups=1, need_dx=True):

@@ -119,6 +119,13 @@ def bn_forward(layer, z, params, weights, train, ops):
     return out, (train, xhat, inv_std, count)
 
 
+def bn_inference_affine(params, xp):
+    """Inference batch normalization then scales and biases as one per-channel map z*a + b (darknet's
+    fuse_conv_batchnorm): a = scales/sqrt(rolling_variance + .00001), b = biases - rolling_mean*a."""
+    a = params["scales"] / xp.sqrt(params["rolling_variance"] + BN_EPSILON)
+    return a, params["biases"] - params["rolling_mean"] * a
+
+
 def bn_backward(dy, scales, cache, xp):
     """Gradients of bn_forward: (dz, dscales, dbiases) for d(loss)/d(output) dy."""
     train, xhat, inv_std, count = cache

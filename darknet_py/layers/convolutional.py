@@ -14,7 +14,8 @@ Darknet facts (src/parser.c parse_convolutional, src/convolutional_layer.c):
 """
 from . import register
 from .base import Layer, darknet_float, fmt_shape
-from .batchnorm import BN_NAMES, accumulate, bn_backward, bn_forward, image_input, layer_label, layer_params
+from .batchnorm import (BN_NAMES, accumulate, bn_backward, bn_forward, bn_inference_affine, image_input, layer_label,
+                        layer_params)
 from ..activations import activate, activate_backward, read_activation
 from ..errors import DarknetError
 
@@ -153,25 +154,39 @@ class Convolutional(Layer):
     def _params(self, net, names):
         return layer_params(self, self._owner(net), names, net.ops)
 
-    def forward(self, x, net):
-        if self.binary or self.xnor:
-            raise DarknetError(f"{layer_label(self)}: binary/xnor convolutions are not supported by the CPU engine")
-        x = image_input(self, x)
+    def _preactivation(self, x, net):
+        """Convolution, then batch normalization (keeping its cache in self._bn) or biases."""
         ops = net.ops
-        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
-        params = self._params(net, names)
+        params = self._params(net, ("biases", "weights") + (BN_NAMES if self.batch_normalize else ()))
         z = ops.conv2d(x, params["weights"], self.stride_x, self.stride_y, self.padding, self.dilation, self.groups)
         if self.batch_normalize:
             z, self._bn = bn_forward(self, z, params, self._owner(net).weights, net.train, ops)
         else:
             z += params["biases"].reshape(1, -1, 1, 1)
             self._bn = None
-        self._z = z          # the pre-activation input: backward differentiates the activation from it
-        return activate(z, self.activation, ops.xp)
+        return z
+
+    def forward(self, x, net):
+        if self.binary or self.xnor:
+            raise DarknetError(f"{layer_label(self)}: binary/xnor convolutions are not supported by the CPU engine")
+        x = image_input(self, x)
+        ops = net.ops
+        if net.train:
+            self._z = self._preactivation(x, net)   # backward differentiates the activation from it
+            return activate(self._z, self.activation, ops.xp)
+        # Inference: batch normalization folded into a per-filter scale and shift, applied with the activation
+        # in one pass; nothing is kept for backward (it recomputes the pre-activation if ever called).
+        self._z = self._bn = None
+        params = self._params(net, ("biases", "weights") + (BN_NAMES if self.batch_normalize else ()))
+        scale, shift = bn_inference_affine(params, ops.xp) if self.batch_normalize else (None, params["biases"])
+        return ops.conv2d_affine_activation(x, params["weights"], scale, shift, self.activation, self.stride_x,
+                                            self.stride_y, self.padding, self.dilation, self.groups)
 
     def backward(self, x, net):
         ops = net.ops
         owner = self._owner(net)
+        if self._z is None:
+            self._z = self._preactivation(image_input(self, x), net)
         params = self._params(net, ("weights", "scales") if self.batch_normalize else ("weights",))
         dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, ops.xp)
         n = self.filters

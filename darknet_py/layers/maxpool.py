@@ -136,6 +136,13 @@ class MaxPool(Pooling):
         lowest = x.dtype.type(-FLT_MAX)
         if self.maxpool_depth:
             return self._forward_depth(x, lowest, xp)
+        if not net.train:   # inference needs no argmax: the ops kernel (backward recomputes it if ever called)
+            self._arg = None
+            return net.ops.maxpool2d(x, self.size, self.stride_x, self.stride_y, self._geometry()[0], self.out_h,
+                                     self.out_w)
+        return self._forward_argmax(x, lowest, xp)
+
+    def _forward_argmax(self, x, lowest, xp):
         padded = self._pad(x, lowest, xp)
         # Separably, with darknet's result: the first maximum in (row n, column m) order is, in the first row
         # whose maximum is the window's, that row's first maximum. Pass 1: each padded row's maximum over the m
@@ -176,6 +183,8 @@ class MaxPool(Pooling):
 
     def backward(self, x, net):
         xp = net.ops.xp
+        if self._arg is None:
+            self._forward_argmax(image_input(self, x), x.dtype.type(-FLT_MAX), xp)
         dy = self.delta.reshape(self._arg.shape)
         zero = dy.dtype.type(0)
         if self.maxpool_depth:

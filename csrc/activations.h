@@ -1,0 +1,28 @@
+// Fused per-channel affine transform and darknet activation, in place, for float32 NCHW arrays:
+// x = act(x * scale[c] + shift[c]). Inference uses it for a convolution's bias (or folded batch normalization).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace darknet_py {
+
+// The elementwise darknet activations with a C++ kernel (normalize_channels* mix channels: NumPy only).
+enum class Activation : int {
+    linear, logistic, loggy, tanh, relu, relu6, leaky, relie, ramp, elu, selu, gelu, plse, hardtan, lhtan,
+    stair, swish, mish, hard_mish,
+};
+
+// The activation called `name` in a cfg (revleaky is leaky in darknet's forward); false if it has no kernel.
+bool activation_from_name(const std::string& name, Activation* act);
+std::vector<std::string> activation_names();
+
+// One plane of n values: x[i] = act(x[i] * scale + shift).
+void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act);
+
+// planes = batch * channels planes of `spatial` values each; plane p uses channel p % channels. scale may be
+// null (1). Parallel over planes.
+void affine_activate(float* x, int64_t planes, int64_t channels, int64_t spatial, const float* scale,
+                     const float* shift, Activation act);
+
+}  // namespace darknet_py

@@ -1,0 +1,46 @@
+#include "pooling.h"
+
+#include <algorithm>
+#include <cfloat>
+
+namespace darknet_py {
+
+namespace {
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void maxpool_plane(const float* __restrict in, float* __restrict out, const WindowGeometry& g) {
+    const int64_t sw = g.stride_w;
+    for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        float* __restrict row = out + oy * g.out_w;
+        std::fill(row, row + g.out_w, -FLT_MAX);
+        for (int64_t ky = 0; ky < g.kernel; ++ky) {
+            const int64_t iy = oy * g.stride_h - g.offset + ky;
+            if (iy < 0 || iy >= g.height) continue;
+            const float* in_row = in + iy * g.width;
+            for (int64_t kx = 0; kx < g.kernel; ++kx) {
+                int64_t first, last;
+                g.columns_inside(kx, &first, &last);
+                const float* src = in_row + kx - g.offset;
+                // darknet's comparison: a value replaces the running maximum only when strictly greater
+                if (sw == 1) {
+                    for (int64_t ox = first; ox < last; ++ox) row[ox] = src[ox] > row[ox] ? src[ox] : row[ox];
+                } else {
+                    for (int64_t ox = first; ox < last; ++ox) {
+                        const float v = src[ox * sw];
+                        row[ox] = v > row[ox] ? v : row[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void maxpool2d(const float* x, float* y, int64_t planes, const WindowGeometry& g) {
+    const int64_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) maxpool_plane(x + p * in_plane, y + p * out_plane, g);
+}
+
+}  // namespace darknet_py

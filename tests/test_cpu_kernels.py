@@ -1,0 +1,123 @@
+"""The C++ inference kernels of darknet_py._C (fused per-channel affine + activation, depthwise convolution, max
+pooling) against independent NumPy references in float64."""
+import numpy as np
+import pytest
+
+from darknet_py import _ext
+from darknet_py.activations import ACTIVATIONS, CHANNEL_ACTIVATIONS, activate
+from darknet_py.backend import NumpyOps
+
+_C = _ext._C
+FUSED = _C.fused_activations()
+TOL = dict(rtol=2e-5, atol=2e-6)
+
+
+def test_every_elementwise_activation_has_a_kernel():
+    assert set(FUSED) == set(ACTIVATIONS) - set(CHANNEL_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("activation", FUSED)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 5, 1, 1), (3, 4), (1, 2, 33, 1)])
+def test_affine_activate_matches_numpy(activation, shape):
+    rng = np.random.default_rng(len(shape) + len(activation))
+    x = rng.normal(0, 4, shape).astype(np.float32)
+    x.flat[:6] = [0, -2, 4, -4, 25, -90][:min(6, x.size)]          # kinks, thresholds, clamped exponents
+    scale = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
+    shift = rng.normal(0, 1, shape[1]).astype(np.float32)
+    per_channel = (1, -1) + (1,) * (len(shape) - 2)
+    name = "leaky" if activation == "revleaky" else activation          # darknet's revleaky forward is leaky
+    for s in (scale, None):
+        z = x.astype(np.float64) * (1 if s is None else s.reshape(per_channel)) + shift.reshape(per_channel)
+        if activation == "stair":   # stair jumps at integers: keep points where float32 rounding cannot cross one
+            z = np.where(np.abs(z - np.round(z)) < 1e-4, np.round(z) + 0.5, z)
+            y = z.astype(np.float32)
+            _C.affine_activate(y, None, np.zeros(shape[1], np.float32), activation)
+        else:
+            y = x.copy()
+            _C.affine_activate(y, s, shift, activation)
+        np.testing.assert_allclose(y, activate(z, name, np), **TOL, err_msg=activation)
+
+
+def test_affine_activate_refuses_bad_input():
+    x = np.zeros((1, 3, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="no C\\+\\+ kernel"):
+        _C.affine_activate(x, None, np.zeros(3, np.float32), "normalize_channels")
+    with pytest.raises(ValueError, match="one value per channel"):
+        _C.affine_activate(x, None, np.zeros(2, np.float32), "leaky")
+    with pytest.raises(ValueError, match="float32"):
+        _C.affine_activate(x.astype(np.float64), None, np.zeros(3, np.float32), "leaky")
+
+
+# c, h, w, size, stride_x, stride_y, pad, dilation
+DEPTHWISE = [(3, 7, 9, 3, 1, 1, 1, 1), (4, 8, 8, 3, 2, 2, 1, 1), (2, 9, 7, 5, 1, 1, 2, 1), (5, 11, 10, 5, 2, 2, 2, 1),
+             (3, 10, 9, 3, 1, 1, 1, 2), (2, 12, 13, 3, 2, 1, 0, 1), (3, 6, 5, 3, 1, 2, 2, 2), (2, 5, 6, 1, 1, 1, 0, 1),
+             (4, 3, 3, 5, 1, 1, 2, 1), (2, 13, 11, 4, 3, 2, 2, 1)]
+
+
+@pytest.mark.parametrize("geometry", DEPTHWISE)
+@pytest.mark.parametrize("activation", ["linear", "leaky", "swish", "mish", "logistic"])
+def test_depthwise_conv2d_matches_numpy(geometry, activation):
+    c, h, w, k, sx, sy, pad, dilation = geometry
+    rng = np.random.default_rng(list(geometry))
+    x = rng.normal(size=(2, c, h, w)).astype(np.float32)
+    weights = rng.normal(size=(c, 1, k, k)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    shift = rng.normal(0, 0.5, c).astype(np.float32)
+    reference = NumpyOps(np.float64).conv2d(x.astype(np.float64), weights.astype(np.float64), sx, sy, pad, dilation, c)
+    out_h, out_w = reference.shape[2:]
+    plain = _C.depthwise_conv2d(x, weights, sy, sx, pad * dilation, dilation, out_h, out_w)
+    np.testing.assert_allclose(plain, reference, **TOL)
+    fused = _C.depthwise_conv2d(x, weights, sy, sx, pad * dilation, dilation, out_h, out_w, scale, shift, activation)
+    expected = activate(reference * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1), activation, np)
+    np.testing.assert_allclose(fused, expected, **TOL)
+
+
+@pytest.mark.parametrize("groups", [1, 2, "depthwise"])
+@pytest.mark.parametrize("activation", ["leaky", "mish", "normalize_channels"])
+def test_conv2d_affine_activation_matches_the_unfused_path(groups, activation):
+    rng = np.random.default_rng(7)
+    c = 4
+    groups = c if groups == "depthwise" else groups
+    x = rng.normal(size=(2, c, 9, 8))
+    w = rng.normal(size=(c, c // groups, 3, 3))
+    scale, shift = rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c)
+    reference_ops = NumpyOps(np.float64)
+    z = reference_ops.conv2d(x, w, 2, 1, 1, 1, groups)
+    expected = activate(z * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1), activation, np)
+    ops = NumpyOps(np.float32)
+    got = ops.conv2d_affine_activation(ops.asarray(x), ops.asarray(w), ops.asarray(scale), ops.asarray(shift),
+                                       activation, 2, 1, 1, 1, groups)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def reference_maxpool(x, size, sx, sy, offset, out_h, out_w):
+    """Darknet's forward_maxpool_layer by explicit loops: -FLT_MAX start, strict >, positions outside skipped."""
+    out = np.full(x.shape[:2] + (out_h, out_w), -np.finfo(np.float32).max, np.float64)
+    for oy in range(out_h):
+        for ox in range(out_w):
+            for ky in range(size):
+                for kx in range(size):
+                    iy, ix = oy * sy - offset + ky, ox * sx - offset + kx
+                    if 0 <= iy < x.shape[2] and 0 <= ix < x.shape[3]:
+                        val = x[:, :, iy, ix]
+                        out[:, :, oy, ox] = np.where(val > out[:, :, oy, ox], val, out[:, :, oy, ox])
+    return out
+
+
+# h, w, size, stride_x, stride_y, padding (darknet's: offset padding // 2, output (h + padding - size)/stride + 1)
+MAXPOOL = [(8, 8, 2, 2, 2, 1), (13, 13, 2, 1, 1, 1), (9, 7, 3, 2, 2, 2), (10, 11, 5, 1, 1, 4), (7, 9, 3, 2, 1, 0),
+           (6, 6, 3, 3, 3, 6), (5, 8, 4, 1, 2, 3)]
+
+
+@pytest.mark.parametrize("geometry", MAXPOOL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool2d_matches_darknet_loops(geometry, dtype):
+    h, w, size, sx, sy, padding = geometry
+    out_h, out_w = (h + padding - size) // sy + 1, (w + padding - size) // sx + 1
+    rng = np.random.default_rng(list(geometry))
+    x = rng.normal(size=(2, 3, h, w)).astype(dtype)
+    x[0, 0, 0, :2] = np.nan                         # never selected, as in darknet's scan
+    got = NumpyOps(dtype).maxpool2d(x, size, sx, sy, padding // 2, out_h, out_w)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, reference_maxpool(x, size, sx, sy, padding // 2, out_h, out_w).astype(dtype))
