@@ -14,8 +14,8 @@ iterations) and at the end. chart.png shows the avg loss and top-k over iteratio
 A NaN/Inf loss stops training with the iteration and the first layer whose output is not finite; checkpoints
 already written stay as they are.
 valid (validate_classifier_single): top-1 and top-k (`top` in .data, default 1) over the valid list, each image
-prepared as darknet does (darknet_py.data.classify_input); the class of an image is the first label that its
-path contains.
+prepared as darknet does (darknet_py.data.classify_input); the class of an image is the label its path contains
+(darknet_py.data.class_indices).
 predict (predict_classifier): the `top` most probable classes (-t, else .data `top`, default 1) as
 `NN.NN%: label` lines, labels from `names` (else `labels`).
 """
@@ -63,14 +63,6 @@ def _check_classes(net, data):
                            f"{data.classes} outputs)")
 
 
-def class_of(path, labels):
-    """Darknet's rule: the index of the first label that the path contains, or -1."""
-    for i, label in enumerate(labels):
-        if label in path:
-            return i
-    return -1
-
-
 def _top_k(probabilities, k):
     """Indexes of the k largest values per row, largest first (ties: lower index first, as darknet's top_k)."""
     order = np.argsort(-probabilities, axis=1, kind="stable")
@@ -81,9 +73,10 @@ def _top_k(probabilities, k):
 def evaluate(net, data, paths, topk, progress=None):
     """(top-1, top-k) accuracy of `net` on image `paths`, classes from the paths and data.labels.
     `progress(i, top1_so_far, topk_so_far)` is called after each image."""
-    from .data import classify_input
+    from .data import class_indices, classify_input
     if not paths:
         raise DarknetError(f"{data.path}: the valid list {data.valid} has no images")
+    classes = class_indices(paths, data.labels, source=str(data.valid))
     topk = max(1, min(topk, data.classes))
     hits1 = hitsk = 0
     done = 0
@@ -92,8 +85,7 @@ def evaluate(net, data, paths, topk, progress=None):
         x = np.concatenate([classify_input(p, net.options) for p in chunk])
         probabilities = net.ops.to_numpy(net.forward(x)).reshape(len(chunk), -1)[:, :data.classes]
         best = _top_k(probabilities, topk)
-        for path, row in zip(chunk, best):
-            truth = class_of(path, data.labels)
+        for truth, row in zip(classes[start:start + VALID_CHUNK], best):
             hits1 += int(row[0] == truth)
             hitsk += int(truth in row)
             done += 1
@@ -113,7 +105,9 @@ def validate_classifier(data_path, cfg_path, weights, out=sys.stdout):
 
     def report(i, top1, topn):
         print(f"{i}: top 1: {top1:f}, top {topk}: {topn:f}", file=out)
-    return evaluate(net, data, paths, topk, progress=report)
+    top1, topn = evaluate(net, data, paths, topk, progress=report)
+    print(f"{len(paths)} images: top 1: {top1:f}, top {topk}: {topn:f}", file=out)
+    return top1, topn
 
 
 # -- predict ------------------------------------------------------------------------------------------
@@ -304,8 +298,7 @@ def cmd_train(args):
 
 
 def cmd_valid(args):
-    top1, topk = validate_classifier(args.data, args.cfg, args.weights)
-    print(f"top 1: {top1:f}, top k: {topk:f}")
+    validate_classifier(args.data, args.cfg, args.weights)
 
 
 def cmd_predict(args):

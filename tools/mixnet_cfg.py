@@ -1,5 +1,6 @@
-"""Writes cfg/mixnet_m.cfg (MixNet-M, Tan & Le 2019, as timm's `mixnet_m` defines it) and cfg/mixnet_tiny.cfg
-(the same building blocks, small, for tests) as darknet cfgs.
+"""Writes cfg/mixnet_m.cfg (MixNet-M, Tan & Le 2019, as timm's `mixnet_m` defines it), cfg/mixnet_tiny.cfg
+(the same building blocks, small, for tests) and cfg/mixnet_tiny_digits.cfg (mixnet_tiny with training options
+for the digits dataset) as darknet cfgs.
 
     python tools/mixnet_cfg.py
 
@@ -75,11 +76,21 @@ class CfgWriter:
         return self.layer("scale_channels", **{"from": self.rel(source)})
 
 
-def write(path, blocks, width, stem, head, classes, batch, subdivisions):
+# [net] training options of the ImageNet-style cfgs; `training=` in write() replaces or adds keys
+TRAINING = dict(momentum=0.9, decay="0.00001", learning_rate=0.1, burn_in=1000, policy="poly", power=4,
+                max_batches=1600000, angle=0, hue=".1", saturation=".75", exposure=".75", aspect=".75")
+# 1,437 32x32 grey digits (tools/make_digits.py): no flips or scale jitter (they change what a digit is),
+# decay as darknet's small classifiers, a short poly schedule that reaches >= 95% top-1 in about 400 iterations
+DIGITS_TRAINING = dict(momentum=0.9, decay=0.0005, learning_rate=0.1, burn_in=50, policy="poly", power=1,
+                       max_batches=400, angle=0, hue=0, saturation=1, exposure=1.25, aspect=1, flip=0,
+                       min_crop=32, max_crop=32)
+
+
+def write(path, blocks, width, stem, head, classes, batch, subdivisions, training=TRAINING):
+    options = "".join(f"\n{key}={value}" for key, value in training.items())
     out = CfgWriter(f"# MixNet written as a darknet cfg by tools/mixnet_cfg.py; do not edit by hand.\n[net]\n"
-                    f"batch={batch}\nsubdivisions={subdivisions}\nwidth={width}\nheight={width}\nchannels=3\n"
-                    f"momentum=0.9\ndecay=0.00001\nlearning_rate=0.1\nburn_in=1000\npolicy=poly\npower=4\n"
-                    f"max_batches=1600000\nangle=0\nhue=.1\nsaturation=.75\nexposure=.75\naspect=.75")
+                    f"batch={batch}\nsubdivisions={subdivisions}\nwidth={width}\nheight={width}\nchannels=3"
+                    + options)
     channels = stem
     out.conv(stem, 3, 2, activation="relu")
     for kind, repeats, kernels, exp_groups, proj_groups, stride, expansion, filters, se, swish in blocks:
@@ -111,3 +122,5 @@ def write(path, blocks, width, stem, head, classes, batch, subdivisions):
 if __name__ == "__main__":
     write(CFG / "mixnet_m.cfg", MIXNET_M, 224, 24, 1536, 1000, batch=128, subdivisions=2)
     write(CFG / "mixnet_tiny.cfg", MIXNET_TINY, 32, 8, 64, 10, batch=16, subdivisions=1)
+    write(CFG / "mixnet_tiny_digits.cfg", MIXNET_TINY, 32, 8, 64, 10, batch=32, subdivisions=1,
+          training=DIGITS_TRAINING)
