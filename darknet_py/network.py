@@ -77,7 +77,7 @@ class Network:
         from .table import forward_bytes
         mode = "training" if train else "inference"
         check_memory(self.ops, forward_bytes(self, batch, train),
-                     f"{self.cfg_path}: a {mode} forward of {batch} {self.width}x{self.height} image(s)")
+                     f"{self.cfg_path}: {mode} forward of {batch} {self.width}x{self.height} image(s)")
         self._memory_checked.add(key)
 
     def backward(self, delta=None):

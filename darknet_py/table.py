@@ -22,6 +22,30 @@ def darknet_row(layer):
     return f"{layer.index:4d} {layer.row()}".expandtabs()
 
 
+# Output-sized arrays one layer may hold at once besides its output while it runs (BN's centered and normalized
+# copies, activation masks, a backward's dx): with the im2col workspace, the largest of these transients is
+# added to the held buffers. tests/test_reliability.py checks the sum against what a forward really allocates.
+TEMPORARIES = 4
+
+
+def scratch_bytes(net, batch, train):
+    """The largest transient memory of one layer: its im2col workspace (one image at a time; twice in training,
+    where col2im needs a second one) plus TEMPORARIES arrays the size of its input or output for the batch."""
+    return max((l.workspace_bytes * (2 if train else 1) + TEMPORARIES * 4 * batch * max(l.outputs, l.inputs)
+                for l in net.layers), default=0)
+
+
+def forward_bytes(net, batch, train):
+    """Bytes a forward (and, in training, the backward after it) allocates beyond the weights and the input:
+    what the network's memory check compares with the memory available."""
+    outputs = sum(l.output_floats for l in net.layers) * 4 * batch
+    if not train:
+        return outputs + scratch_bytes(net, batch, False)
+    buffers = sum(l.train_floats for l in net.layers) * 4 * batch
+    weight_gradients = sum(l.params for l in net.layers) * 4
+    return 2 * outputs + buffers + weight_gradients + scratch_bytes(net, batch, True)   # outputs and their deltas
+
+
 def memory_budget(net):
     """MiB of float32 buffers darknet_py allocates for inference at batch 1 and training at the cfg mini-batch."""
     layers = net.layers
@@ -29,17 +53,16 @@ def memory_budget(net):
     learnable = sum(l.params for l in layers) * 4
     outputs = sum(l.output_floats for l in layers) * 4
     extras = sum(l.train_floats for l in layers) * 4
-    workspace = max((l.workspace_bytes for l in layers), default=0)
     train_batch = max(1, net.options.batch // net.options.subdivisions)
-    inference = {"batch": 1, "activations_mib": outputs / MIB, "workspace_mib": workspace / MIB}
-    inference["total_mib"] = weights / MIB + inference["activations_mib"] + inference["workspace_mib"]
+    inference = {"batch": 1, "activations_mib": outputs / MIB, "scratch_mib": scratch_bytes(net, 1, False) / MIB}
+    inference["total_mib"] = weights / MIB + inference["activations_mib"] + inference["scratch_mib"]
     training = {
         "batch": train_batch,
         "activations_mib": outputs * train_batch / MIB,
         "gradients_mib": outputs * train_batch / MIB,          # one delta per output
         "buffers_mib": extras * train_batch / MIB,              # BN x/x_norm, pre-activations, dropout masks
         "weight_gradients_mib": learnable / MIB,
-        "workspace_mib": workspace / MIB,
+        "scratch_mib": scratch_bytes(net, train_batch, True) / MIB,
     }
     training["total_mib"] = weights / MIB + sum(v for k, v in training.items() if k != "batch")
     return {"weights_mib": weights / MIB, "inference": inference, "training": training}
@@ -82,10 +105,10 @@ def format_table(net):
         f"darknet's BFLOPS count each as 2)",
         f"Parameters {info['params']:,} (weights file {mem['weights_mib']:.2f} MiB)",
         f"Memory, inference at batch 1: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
-        f"outputs {inf['activations_mib']:.1f} + largest workspace (im2col) {inf['workspace_mib']:.1f}",
+        f"outputs {inf['activations_mib']:.1f} + largest layer scratch (im2col, temporaries) {inf['scratch_mib']:.1f}",
         f"Memory, training at batch {tr['batch']}: {tr['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
         f"weight gradients {tr['weight_gradients_mib']:.1f} + outputs {tr['activations_mib']:.1f} + "
         f"output gradients {tr['gradients_mib']:.1f} + BN/activation/dropout buffers {tr['buffers_mib']:.1f} + "
-        f"workspace {tr['workspace_mib']:.1f}",
+        f"scratch {tr['scratch_mib']:.1f}",
     ]
     return "\n".join(lines)
