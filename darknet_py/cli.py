@@ -10,7 +10,7 @@ from .errors import DarknetError
 
 # Modules that add their own verbs: each defines register_cli(subparsers), adding parsers whose defaults set
 # `run` to a function taking the parsed args. Imported lazily by build_parser.
-COMMAND_MODULES = ("classifier", "onnx_export")
+COMMAND_MODULES = ("classifier", "onnx_export", "detector")
 
 
 class UsageError(DarknetError):

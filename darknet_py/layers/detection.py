@@ -7,6 +7,8 @@ side*side*classes values of each image, one group of `classes` per location, go 
 (batch, inputs). Backward: the softmax's Jacobian on those values, identity elsewhere (darknet passes its loss
 delta through unchanged, see softmax.py).
 """
+import numpy as np
+
 from . import register
 from .base import Layer
 from .softmax import softmax_backward, softmax_forward
@@ -64,6 +66,28 @@ class Detection(Layer):
         dx[:, :n] = softmax_backward(self._classes, dy[:, :n].reshape(self._classes.shape), 2, 1.0,
                                      xp).reshape(x.shape[0], n)
         return dx.reshape(x.shape)
+
+    # -- detection (darknet_py/detection.py) --------------------------------------------------------
+    def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):
+        """Darknet's get_detection_detections: per cell and box, objectness = its scale, centre
+        (col + x)/side, (row + y)/side, size w, h (squared when sqrt=1), probs scale*class of the cell
+        > thresh; no letterbox correction. Known darknet difference: AlexeyAB's fill_network_boxes passes the
+        image size here, giving pixel boxes that its drawing then scales again; they stay relative here."""
+        from ..detection import Detections, head_output, thresholded
+        out = head_output(self, net, batch).reshape(-1)
+        cells = self.side * self.side
+        class_probs = out[:cells * self.classes].reshape(cells, self.classes)
+        scale = out[cells * self.classes:cells * (self.classes + self.n)]
+        raw = out[cells * (self.classes + self.n):].reshape(cells * self.n, 4)
+        cell = np.arange(cells * self.n) // self.n
+        col, row = (cell % self.side).astype(np.float32), (cell // self.side).astype(np.float32)
+        boxes = np.empty((len(raw), 4), np.float32)
+        boxes[:, 0] = (raw[:, 0] + col) / np.float32(self.side)
+        boxes[:, 1] = (raw[:, 1] + row) / np.float32(self.side)
+        power = 2.0 if self.sqrt else 1.0
+        boxes[:, 2:] = np.power(raw[:, 2:].astype(np.float64), power).astype(np.float32)
+        probs = thresholded(scale[:, None] * class_probs[cell], thresh)
+        return Detections(boxes, scale, probs)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

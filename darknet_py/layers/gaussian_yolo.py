@@ -51,6 +51,30 @@ class GaussianYolo(AnchorHead):
                            self.scale_x_y, net.ops.xp)
         return dx.reshape(x.shape)
 
+    # -- detection (detection.py) -------------------------------------------------------------------
+    def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):
+        """Darknet's get_gaussian_yolo_detections: as [yolo] with x, y, w, h at values 0, 2, 4, 6 and
+        objectness at 8; yolo_point left_top / right_bottom shift the centre by half the size; class
+        probabilities are objectness*class*(1 - mean of the four sigmas), > thresh."""
+        from ..detection import Detections, anchor_candidates, correct_boxes, scaled_anchor, thresholded
+        values, col, row, anchor = anchor_candidates(self, net, 8, thresh, batch)
+        boxes = np.empty((len(values), 4), np.float32)
+        boxes[:, 2] = scaled_anchor(values[:, 4], self.anchors[0::2], anchor, net.width)
+        boxes[:, 3] = scaled_anchor(values[:, 6], self.anchors[1::2], anchor, net.height)
+        boxes[:, 0] = (col.astype(np.float32) + values[:, 0]) / np.float32(self.w)
+        boxes[:, 1] = (row.astype(np.float32) + values[:, 2]) / np.float32(self.h)
+        shift = {"center": 0, "left_top": 1, "right_bottom": -1}[self.yolo_point]
+        if shift:
+            boxes[:, 0] += np.float32(shift) * boxes[:, 2] / np.float32(2)
+            boxes[:, 1] += np.float32(shift) * boxes[:, 3] / np.float32(2)
+        objectness = values[:, 8]
+        uncertainty = ((values[:, 1] + values[:, 3] + values[:, 5] + values[:, 7]).astype(np.float64) / 4.0)
+        uncertainty = uncertainty.astype(np.float32).astype(np.float64)
+        probs = ((objectness[:, None] * values[:, 9:]).astype(np.float64) * (1.0 - uncertainty[:, None]))
+        probs = thresholded(probs.astype(np.float32), thresh)
+        correct_boxes(boxes, im_w, im_h, net.width, net.height, letter_box)
+        return Detections(boxes, objectness, probs)
+
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
         alpha, beta = xy_affine(self.scale_x_y, np.dtype(np.float32))

@@ -100,6 +100,29 @@ class Region(Layer):
         dx = dt.reshape(t.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
         return xp.ascontiguousarray(dx).reshape(x.shape)
 
+    # -- detection (detection.py) -------------------------------------------------------------------
+    def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):
+        """Darknet's custom_get_region_detections: every cell and anchor (objectness 1), centre
+        (col + logistic(x))/w, (row + logistic(y))/h, size exp(w)*anchor/w (DOABS), probs scale*class
+        > thresh (classfix=-1 zeroes scales below .5), then correct_yolo_boxes."""
+        from ..detection import Detections, correct_boxes, head_output, scaled_anchor, thresholded
+        values = head_output(self, net, batch).reshape(self.h * self.w * self.n, -1)
+        index = np.arange(len(values))
+        cell, anchor = np.divmod(index, self.n)
+        col, row = cell % self.w, cell // self.w
+        boxes = np.empty((len(values), 4), np.float32)
+        xy = activate(values[:, :2], "logistic", np)
+        boxes[:, 0] = (col.astype(np.float32) + xy[:, 0]) / np.float32(self.w)
+        boxes[:, 1] = (row.astype(np.float32) + xy[:, 1]) / np.float32(self.h)
+        boxes[:, 2] = scaled_anchor(values[:, 2], self.anchors[0::2], anchor, self.w)
+        boxes[:, 3] = scaled_anchor(values[:, 3], self.anchors[1::2], anchor, self.h)
+        scale = values[:, 4]
+        if self.classfix == -1:
+            scale = np.where(scale < np.float32(0.5), np.float32(0), scale)
+        probs = thresholded(scale[:, None] * values[:, 5:5 + self.classes], thresh)
+        correct_boxes(boxes, im_w, im_h, net.width, net.height, letter_box)
+        return Detections(boxes, np.ones(len(values), np.float32), probs)
+
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
         if self.tree_file:

@@ -190,6 +190,31 @@ class Yolo(AnchorHead):
                 f"cls_norm: {self.cls_normalizer:2.2f}, delta_norm: {self.delta_normalizer:2.2f}, "
                 f"scale_x_y: {self.scale_x_y:2.2f}"] + self.nms_note()
 
+    # -- detection (detection.py) -------------------------------------------------------------------
+    def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):
+        """Darknet's get_yolo_detections after a forward: cells with objectness > thresh, box centre
+        (col + x)/w, (row + y)/h (x, y already scaled by scale_x_y in forward), size exp(w)*anchor/net_w
+        (new_coords: w*w*4*anchor/net_w), probs objectness*class > thresh, mapped back to the image by
+        correct_yolo_boxes. Returns detection.Detections."""
+        from ..detection import Detections, anchor_candidates, correct_boxes, scaled_anchor, thresholded
+        values, col, row, anchor = anchor_candidates(self, net, 4, thresh, batch)
+        boxes = np.empty((len(values), 4), np.float32)
+        boxes[:, 0] = (col.astype(np.float32) + values[:, 0]) / np.float32(self.w)
+        boxes[:, 1] = (row.astype(np.float32) + values[:, 1]) / np.float32(self.h)
+        anchors_w, anchors_h = self.anchors[0::2], self.anchors[1::2]
+        if self.new_coords:
+            boxes[:, 2] = values[:, 2] * values[:, 2] * np.float32(4) * np.asarray(anchors_w, np.float32)[anchor] \
+                / np.float32(net.width)
+            boxes[:, 3] = values[:, 3] * values[:, 3] * np.float32(4) * np.asarray(anchors_h, np.float32)[anchor] \
+                / np.float32(net.height)
+        else:
+            boxes[:, 2] = scaled_anchor(values[:, 2], anchors_w, anchor, net.width)
+            boxes[:, 3] = scaled_anchor(values[:, 3], anchors_h, anchor, net.height)
+        objectness = values[:, 4]
+        probs = thresholded(objectness[:, None] * values[:, 5:], thresh)
+        correct_boxes(boxes, im_w, im_h, net.width, net.height, letter_box)
+        return Detections(boxes, objectness, probs)
+
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
         logistic, scaled = self._planes()
