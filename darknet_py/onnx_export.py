@@ -253,8 +253,11 @@ class OnnxGraph:
         for part in logistic:
             mask[part] = True
         if mask.any():
+            # sigmoid(x)*m + x*(1-m) with m 0/1 is exact, and float masks load where bool tensors do not
+            # (OpenCV 4.x's ONNX importer)
             channels = np.tile(mask, layer.n).reshape(1, -1, 1, 1)
-            name = self.where(self.const(channels, "logistic_mask", bool), self.op("Sigmoid", [name], "sigmoid"), name)
+            activated = self.mul(self.op("Sigmoid", [name], "sigmoid"), channels.astype(np.float32))
+            name = self.op("Add", [activated, self.mul(name, (~channels).astype(np.float32))], "blend")
         if scaled and (alpha != 1 or beta != 0):
             a, b = np.ones(per, np.float32), np.zeros(per, np.float32)
             for part in scaled:

@@ -80,6 +80,23 @@ def test_real_cfg_matches_engine(shared, tmp_path, name):
     assert_outputs_match(net, tmp_path / "net.onnx", x)
 
 
+@pytest.mark.parametrize("name", ["yolov4-tiny", "efficientnet_b0"])
+def test_opencv_dnn_runs_the_export(shared, tmp_path, name):
+    """A second runtime: OpenCV's own ONNX importer (4.x here; tools/check_opencv5.sh does the same with 5.x)."""
+    cv2 = pytest.importorskip("cv2")
+    net = reference_net(shared / "cfg" / f"{name}.cfg", tmp_path / "net.weights")
+    x = image_blob(shared / "data" / "dog.jpg", net.width, net.height)
+    net.forward(x)
+    model = net.export_onnx(tmp_path / "net.onnx")
+    cvnet = cv2.dnn.readNetFromONNX(str(tmp_path / "net.onnx"))
+    cvnet.setInput(x)
+    names = [o.name for o in model.graph.output]
+    for name, theirs in zip(names, cvnet.forward(names)):
+        ours = np.asarray(exported_layer(net, name).output)
+        error = float(np.max(np.abs(theirs.reshape(ours.shape) - ours))) / float(np.max(np.abs(ours)))
+        assert error <= TOLERANCE, f"{name}: relative error {error:.2e}"
+
+
 def test_dynamic_batch_and_fixed_batch(shared, tmp_path):
     net = reference_net(shared / "cfg" / "yolov3-tiny.cfg", tmp_path / "net.weights")
     images = [image_blob(shared / "data" / name, net.width, net.height) for name in ("dog.jpg", "horses.jpg")]
