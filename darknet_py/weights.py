@@ -106,20 +106,39 @@ def weights_bytes(net, cutoff=None):
 
 
 def save_weights(net, path, cutoff=None):
-    """Write a darknet .weights file atomically: a temporary file in the same folder, fsync, then rename."""
+    """Write a darknet .weights file atomically: a temporary file in the same folder, fsync, rename, then fsync
+    of the folder, so that a crash at any moment leaves either the old file or the complete new one."""
     payload = weights_bytes(net, cutoff)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".weights-", dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".weights-", dir=folder)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        _fsync_folder(folder)
+    except OSError as e:
+        raise DarknetWeightsError(f"{path}: cannot write weights file: {e.strerror or e}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def _fsync_folder(folder):
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def init_weights(net, seed=0):
