@@ -298,3 +298,56 @@ def test_index_arithmetic_is_64_bit(vgg16_2816):
     info = vgg16_2816.table()
     assert info["layers"][1]["workspace_mib"] == columns * 4 / 2 ** 20
     assert isinstance(np.prod((64, 9, 2816, 2816)), np.int64)   # NumPy's default integer on Linux is 64-bit
+
+
+# -- training stops on NaN/Inf, naming the iteration and the first layer -------------------------------------
+TINY_CLASSIFIER = """[net]
+batch=2
+subdivisions=1
+width=8
+height=8
+channels=3
+learning_rate=0.01
+momentum=0.9
+decay=0.0005
+max_batches=10
+[convolutional]
+filters=4
+size=3
+pad=1
+activation=leaky
+[convolutional]
+filters=3
+size=1
+activation=linear
+[avgpool]
+[softmax]
+"""
+
+
+@pytest.mark.parametrize("poison, first", [("input", 0), ("weights", 1)])
+def test_non_finite_training_stops_naming_iteration_and_first_layer(tmp_path, poison, first):
+    from darknet_py.training import TrainingDiverged, train_iteration
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY_CLASSIFIER)
+    net = randomized(load_quiet(cfg, batch=2))
+    rng = np.random.default_rng(0)
+    truth = np.eye(3, dtype=np.float32)[[0, 2]]
+    good = lambda: (rng.random((2, 3, 8, 8), dtype=np.float32), truth)
+    for _ in range(3):
+        assert np.isfinite(train_iteration(net, good))
+    before = {(l.index, n): a.copy() for l in net.layers for n, a in l.weights.items()}
+    if poison == "input":
+        batch = lambda: (np.full((2, 3, 8, 8), np.nan, np.float32), truth)
+    else:
+        net.layers[1].weights["weights"][0, 0] = np.inf
+        batch = good
+    with pytest.raises(TrainingDiverged) as e:
+        train_iteration(net, batch)
+    message = str(e.value)
+    layer = net.layers[first]
+    assert "at iteration 4:" in message and "\n" not in message, message
+    assert f"first non-finite output: layer {first} [{layer.section.name}] ({cfg}:{layer.section.line})" in message
+    if poison == "input":   # stopped before the update: the weights of the last good iteration are kept
+        for (index, name), array in before.items():
+            np.testing.assert_array_equal(net.layers[index].weights[name], array)
