@@ -2,6 +2,7 @@
 import argparse
 import importlib
 import json
+import os
 import sys
 import warnings
 
@@ -66,6 +67,8 @@ def cmd_info(args):
 def build_parser():
     parser = _Parser(prog="darknet-py", description="Darknet cfg/weights networks in Python.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="run even when the layer table says the memory available is not enough (memory.py)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ops = sub.add_parser("ops", help="darknet's layer table with FMA, parameters and memory")
@@ -97,6 +100,9 @@ def main(argv=None):
     warnings.showwarning = _one_line_warnings
     try:
         args = build_parser().parse_args(argv)
+        if args.no_memory_check:
+            from .memory import CHECK_ENV
+            os.environ[CHECK_ENV] = "0"
         for key in ("width", "height", "batch"):
             value = getattr(args, key, None)
             if value is not None and value < 1:

@@ -2,6 +2,7 @@
 file, a directory instead of a file, an empty file, binary garbage, a bad number. Each ends with exactly one
 line on stderr and exit code 2, never a traceback; `--debug` shows the traceback."""
 import argparse
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,19 @@ def test_process_level_no_traceback_and_debug_shows_it(bad_paths):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     debug = subprocess.run(argv[:3] + ["--debug"] + argv[3:], capture_output=True, text=True, cwd=REPO)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_memory_refusal_through_the_cli_and_override(capsys, monkeypatch):
+    argv = ["classifier", "predict", str(REPO / "cfg" / "digits.data"), str(REPO / "cfg" / "mixnet_tiny_digits.cfg"),
+            str(REPO / "weights" / "mixnet_tiny_digits.weights"), str(REPO / "data" / "digits" / "samples" / "digit-3.png")]
+    if not all(os.path.exists(p) for p in argv[2:]):
+        pytest.skip("the shipped digits classifier is not in this checkout")
+    monkeypatch.setenv("DARKNET_PY_MEMORY_LIMIT", "1K")
+    message = assert_one_line_error(capsys, argv)
+    assert "inference forward of 1" in message and "MiB available (DARKNET_PY_MEMORY_LIMIT=1K)" in message
+    monkeypatch.delenv("DARKNET_PY_MEMORY_CHECK", raising=False)
+    try:
+        assert main(["--no-memory-check"] + argv) == 0
+    finally:
+        os.environ.pop("DARKNET_PY_MEMORY_CHECK", None)
+    assert capsys.readouterr().out
