@@ -28,7 +28,7 @@ from .imageops import (center_crop_input, distort_image, flip_image, gaussian_bl
                        rotate_crop_image)
 
 __all__ = ["read_list", "class_indices", "truth_matrix", "load_image", "classify_input", "Augmentation",
-           "augment_image", "ClassifierBatches"]
+           "random_crop_params", "augment_image", "ClassifierBatches"]
 
 
 # -- lists and labels -------------------------------------------------------------------------------------
@@ -147,11 +147,10 @@ def _rand_int(rng, low, high):
     return int(rng.integers(min(low, high), max(low, high) + 1))
 
 
-def augment_image(im, aug, rng):
-    """darknet's classifier augmentation of one image (load_image_augment_paths): random_augment_image (a
-    crop of side rand_int(min_crop, max_crop) on the shorter side, aspect jitter, rotation up to `angle`
-    degrees, random shift), a left-right flip half of the time, HSV jitter, then a resize to the network size."""
-    _, h, w = im.shape
+def random_crop_params(w, h, aug, rng):
+    """darknet's random_augment_image choices for a w x h image: (rad, scale, dx, dy, aspect) of a crop whose
+    shorter side is zoomed to rand_int(min_crop, max_crop), with aspect jitter, a rotation of up to `angle`
+    degrees and a random shift that keeps an unrotated crop inside the image."""
     aspect = _rand_scale(rng, aug.aspect)
     side = _rand_int(rng, aug.min_crop, aug.max_crop)
     shorter = max(1, int(h if h < w * aspect else w * aspect))
@@ -159,7 +158,14 @@ def augment_image(im, aug, rng):
     rad = rng.uniform(-aug.angle, aug.angle) * 2 * math.pi / 360
     dx = max(0.0, (w * scale / aspect - aug.size) / 2)
     dy = max(0.0, (h * scale - aug.size) / 2)
-    dx, dy = rng.uniform(-dx, dx), rng.uniform(-dy, dy)
+    return rad, scale, rng.uniform(-dx, dx), rng.uniform(-dy, dy), aspect
+
+
+def augment_image(im, aug, rng):
+    """darknet's classifier augmentation of one image (load_image_augment_paths): a random rotated, zoomed
+    crop (random_crop_params), a left-right flip half of the time, HSV jitter, then a resize to the network
+    size."""
+    rad, scale, dx, dy, aspect = random_crop_params(im.shape[2], im.shape[1], aug, rng)
     crop = rotate_crop_image(im, rad, scale, aug.size, aug.size, dx, dy, aspect)
     if aug.flip and rng.integers(2):
         crop = flip_image(crop)

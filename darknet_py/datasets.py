@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import DarknetError
+
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 LABELS = tuple(f"digit-{d}" for d in range(10))
 
@@ -34,7 +36,11 @@ def split_digits(targets, valid_fraction, seed):
 
 def make_digits(out_dir, size=32, seed=0, valid_fraction=0.2):
     """Write the digits dataset into `out_dir` (created); returns the path of its digits.data."""
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DarknetError("make_digits needs scikit-learn (pip install scikit-learn, or the project's [test] "
+                           "extra)") from None
     digits = load_digits()
     out = Path(out_dir)
     held_out = split_digits(digits.target, valid_fraction, seed)

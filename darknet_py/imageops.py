@@ -61,7 +61,7 @@ def _resize_axis(im, size, axis):
     scale = np.float32(n - 1) / np.float32(size - 1) if size > 1 else np.float32(0)
     position = np.arange(size, dtype=np.float32) * scale
     low = position.astype(np.int64)
-    frac = position - low
+    frac = position - np.trunc(position)   # float32, as darknet's `sx - ix`
     low[-1], frac[-1] = n - 1, 0   # the last output pixel is the last input pixel
     high = np.minimum(low + 1, n - 1)
     shape = [1, 1, 1]
