@@ -1,0 +1,225 @@
+"""`darknet-py detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear]`: darknet's train_detector
+(src/detector.c).
+
+Builds the cfg's network (random weights, or WEIGHTS to start from or resume: their `seen` gives the
+iteration; -clear resets it), then until iteration max_batches: one iteration = `subdivisions` mini-batches
+from detector_data.DetectionBatches (jitter/resize crop, letterbox, flip, HSV, as [net] and the last detection
+layer say), forward with truth (the heads' darknet losses), backward, one update (training.py: burn_in, policy,
+momentum, decay). Multi-scale (`random` of the last detection layer): every 10 iterations a new size
+rand_scale(1.4, or random= when it is not 1) times the cfg's, rounded as darknet to multiples of [net]
+resize_step (32): round(s*size/step + 1)*step, not above the cfg's size when s < 1, the largest size for the
+first resize and in the last 100 iterations; the network is rebuilt at that size sharing its weights.
+Per iteration it prints the heads' `v3 (...)` loss lines of the last mini-batch on stderr and darknet's
+    Loaded: <seconds the loader made the engine wait> seconds
+    <iteration>: <loss>, <avg loss> avg loss, <rate> rate, <seconds> seconds, <images> images, <h> hours left
+on stdout. Files in the .data `backup` folder, darknet's names: `<cfgbase>_<iteration>.weights` every
+`saveweights` (.data, default 1000) iterations, `<cfgbase>_last.weights` every `savelast` (default 100),
+`<cfgbase>_best.weights` when -map finds a new best mAP, `<cfgbase>_final.weights` at the end. With -map:
+mAP@0.5 on the `valid` list (detector.validate_map, at the cfg's size) every max(100, 4 epochs) iterations
+from burn_in on, and at the end; chart.png shows avg loss and mAP.
+"""
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DarknetError
+from .training import current_iteration, images_per_iteration, network_rate, train_iteration
+
+MAP_EPOCHS = 4          # darknet's default -mAP_epochs
+RESIZE_EVERY = 10       # darknet: a new random size every 10 iterations
+
+
+def random_size(rng, init_w, init_h, coef, step, largest):
+    """train_detector's multi-scale size for the next 10 iterations (see the module docstring)."""
+    scale = rng.uniform(1, coef)
+    scale = scale if rng.integers(2) else 1 / scale
+    w = int(round(scale * init_w / step + 1)) * int(step)
+    h = int(round(scale * init_h / step + 1)) * int(step)
+    if scale < 1 and (w > init_w or h > init_h):
+        w, h = init_w, init_h
+    if largest:
+        w = int(round(coef * init_w / step + 1)) * int(step)
+        h = int(round(coef * init_h / step + 1)) * int(step)
+    return max(w, int(step)), max(h, int(step))
+
+
+def resized_network(net, width, height, batch=None):
+    """A network of the same cfg at width x height sharing `net`'s weights, gradients, optimizer state and
+    seen (darknet's resize_network)."""
+    from .network import Network
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the cfg's unused-field warnings were shown when it was first built
+        other = Network(net.cfg_path, batch=batch or net.options.mini_batch, width=width, height=height,
+                        device=getattr(net.ops, "device", "cpu"))
+    other.options.subdivisions = net.options.subdivisions
+    other.options.max_batches = net.options.max_batches
+    for mine, theirs in zip(other.layers, net.layers):
+        mine.weights, mine.grads = theirs.weights, theirs.grads
+    other.ops = net.ops
+    other.optimizer_state = net.optimizer_state
+    other.seen, other.version = net.seen, net.version
+    return other
+
+
+def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=False, chart="chart.png",
+                   device="cpu", batch=None, subdivisions=None, max_batches=None, threads=2, seed=None,
+                   progress=True, out=None, err=None, workers="process"):
+    """Darknet's train_detector. batch/subdivisions/max_batches override the cfg's (batch is the mini-batch).
+    Returns a dict: iteration, seen, loss, avg_loss, maps (list of (iteration, mAP)), best_map, final (path)."""
+    from tqdm import tqdm
+    from .classifier import Chart, _build, cfg_base
+    from .data import read_list
+    from .datafile import read_data_file
+    from .detector import validate_map
+    from .detector_data import DetectionAugmentation, DetectionBatches, last_detection_layer
+    from .weights import save_weights
+
+    out, err = out or sys.stdout, err or sys.stderr
+    data = read_data_file(data_path)
+    net = _build(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
+    head = last_detection_layer(net)
+    if data.classes != head.classes:
+        raise DarknetError(f"{data.where('classes')}: classes={data.classes}, but the detection layers of "
+                           f"{cfg_path} have classes={head.classes}")
+    o = net.options
+    if max_batches is not None:
+        o.max_batches = max_batches
+    if o.max_batches < 1:
+        raise DarknetError(f"{cfg_path}: [net] max_batches={o.max_batches}; training needs max_batches >= 1")
+    if o.mini_batch * o.subdivisions == 1 and batch is None:
+        raise DarknetError(f"{cfg_path}: batch=1: darknet refuses to train with one image per iteration "
+                           f"(set e.g. batch=64 subdivisions=16)")
+    for key in ("badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "equidistant_point"):
+        if getattr(o, key):
+            raise DarknetError(f"{cfg_path}: [net] {key}: not supported by detector training yet; remove it")
+    if clear:
+        net.seen = 0
+    base = cfg_base(cfg_path)
+    backup = Path(data.backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    save_every = data.get_int("saveweights", 1000 if o.max_batches < 10000 else 10000, minimum=1)
+    last_every = data.get_int("savelast", 100, minimum=1)
+    paths = read_list(data.train)
+    valid_paths = read_list(data.valid) if calc_map else []
+    map_net = resized_network(net, o.width, o.height, batch=1) if calc_map else None
+    init_w, init_h = o.width, o.height
+    rng = np.random.default_rng(seed)
+    chart = Chart(chart, o.max_batches, "mAP@0.5")
+    print(f"{base}\nLearning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}\n"
+          f"Weights are saved after: {save_every} iterations. Last weights (*_last.weight) are stored every "
+          f"{last_every} iterations.\n{len(paths)} training images", file=out)
+
+    def loader_for(network):
+        aug = DetectionAugmentation.from_network(network, network.width, network.height)
+        return DetectionBatches(paths, aug, network.options.mini_batch, threads=threads,
+                                seed=int(rng.integers(2 ** 31)), workers=workers)
+
+    iteration = current_iteration(net)
+    iter_save = iter_save_last = iter_map = iteration
+    avg_loss, avg_hours, loss = -1.0, -1.0, math.nan
+    maps, best_map = [], -1.0
+    per_iteration = images_per_iteration(net)
+    resize_count = 0
+    bar = tqdm(total=o.max_batches, initial=min(iteration, o.max_batches), disable=not progress, file=err,
+               dynamic_ncols=True, unit="it")
+    loader = loader_for(net)
+    try:
+        while iteration < o.max_batches:
+            if head.random and resize_count % RESIZE_EVERY == 0:
+                coef = 1.4 if head.random == 1 else head.random
+                largest = avg_loss < 0 or iteration > o.max_batches - 100
+                w, h = random_size(rng, init_w, init_h, coef, o.resize_step, largest)
+                print(f"Resizing, random_coef = {coef:.2f} \n\n {w} x {h} ", file=out)
+                loader.close()
+                net = resized_network(net, w, h)
+                head = last_detection_layer(net)
+                loader = loader_for(net)
+            resize_count += 1
+            start = time.perf_counter()
+            waited = 0.0
+
+            def next_batch():
+                nonlocal waited
+                x, truth = loader.next()
+                waited += loader.wait_seconds
+                return x, truth
+
+            loss = train_iteration(net, next_batch)
+            for layer in net.layers:     # the heads' loss lines of the last mini-batch
+                if getattr(layer, "loss_line", ""):
+                    bar.write(layer.loss_line, file=err)
+            avg_loss = loss if avg_loss < 0 or not math.isfinite(avg_loss) else avg_loss
+            avg_loss = avg_loss * .9 + loss * .1
+            iteration = current_iteration(net)
+            seconds = time.perf_counter() - start
+            hours = (o.max_batches - iteration) * seconds / 3600
+            avg_hours = hours if avg_hours < 0 else .01 * hours + .99 * avg_hours
+            bar.write(f"Loaded: {waited:f} seconds", file=out)
+            bar.write(f"\n {iteration}: {loss:f}, {avg_loss:f} avg loss, {network_rate(net):f} rate, "
+                      f"{seconds:f} seconds, {iteration * per_iteration} images, {avg_hours:f} hours left",
+                      file=out)
+            bar.update(1)
+            bar.set_postfix(loss=f"{avg_loss:.3f}", map=f"{maps[-1][1]:.3f}" if maps else "-")
+            chart.add_loss(iteration, avg_loss)
+            if calc_map:
+                due = max(iter_map + max(MAP_EPOCHS * len(paths) // per_iteration, 100), o.burn_in)
+                if iteration >= due or iteration == o.max_batches:
+                    iter_map = iteration
+                    result = validate_map(map_net, valid_paths, head.classes)
+                    maps.append((iteration, result.map))
+                    chart.add_topk(iteration, result.map)
+                    bar.write(f"\n mean_average_precision (mAP@0.50) = {result.map:f} ", file=out)
+                    if result.map >= best_map:
+                        best_map = result.map
+                        bar.write("New best mAP!", file=out)
+                        save_weights(net, str(backup / f"{base}_best.weights"))
+                    chart.save()
+            if iteration >= iter_save + save_every or iteration % save_every == 0:
+                iter_save = iteration
+                save_weights(net, str(backup / f"{base}_{iteration}.weights"))
+            if save_every > last_every and (iteration >= iter_save_last + last_every or
+                                            (iteration % last_every == 0 and iteration > 1)):
+                iter_save_last = iteration
+                save_weights(net, str(backup / f"{base}_last.weights"))
+                chart.save()
+    finally:
+        loader.close()
+        bar.close()
+    final = backup / f"{base}_final.weights"
+    save_weights(net, str(final))
+    chart.save()
+    print(f"Saved {final}\nIf you want to train from the beginning, then use flag in the end of training "
+          f"command: -clear ", file=out)
+    return {"iteration": iteration, "seen": net.seen, "loss": loss, "avg_loss": avg_loss, "maps": maps,
+            "best_map": best_map, "final": str(final), "net": net}
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def cmd_train(args):
+    from .classifier import _device
+    train_detector(args.data, args.cfg, args.weights, clear=args.clear, calc_map=args.map, chart=args.chart,
+                   device=_device(args), batch=args.batch, subdivisions=args.subdivisions,
+                   max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show)
+
+
+def add_train_verb(verbs):
+    """Adds `train` to the `detector` sub-verb group (detector.register_cli returns it)."""
+    train = verbs.add_parser("train", help="train a detector from a .data file and a cfg (darknet detector train)")
+    train.add_argument("data", help="the .data file (classes=, train=, valid=, names=, backup=)")
+    train.add_argument("cfg")
+    train.add_argument("weights", nargs="?", help="weights to start from (resumes their iteration count)")
+    train.add_argument("-map", action="store_true", help="mAP@0.5 on the valid list every 4 epochs (chart)")
+    train.add_argument("-dont_show", action="store_true", help="no progress bar (darknet: no chart window)")
+    train.add_argument("-clear", action="store_true", help="start the iteration count from 0")
+    train.add_argument("-gpus", help="GPU index (the CPU is used when no CUDA engine is available)")
+    train.add_argument("-chart", default="chart.png", help="where to write the chart (default: chart.png)")
+    train.add_argument("--batch", type=int, help="mini-batch (overrides the cfg's batch/subdivisions)")
+    train.add_argument("--subdivisions", type=int, help="mini-batches per iteration (overrides the cfg)")
+    train.add_argument("--max_batches", type=int, help="iterations to train to (overrides the cfg)")
+    train.add_argument("--threads", type=int, default=2, help="data loading workers (default 2)")
+    train.set_defaults(run=cmd_train)
+    return train
