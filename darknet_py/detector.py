@@ -361,7 +361,7 @@ def _common(parser):
 def register_cli(sub):
     """Adds `detector` with the sub-verbs test and map; returns the detector sub-verb group so that other
     modules can add theirs (detector train)."""
-    detector = sub.add_parser("detector", help="darknet's detector verbs: test, map")
+    detector = sub.add_parser("detector", help="darknet's detector verbs: test, map, train")
     verbs = detector.add_subparsers(dest="detector_command", required=True, parser_class=type(detector))
     test = verbs.add_parser("test", help="detect objects in images (darknet detector test)")
     _common(test)
@@ -376,4 +376,6 @@ def register_cli(sub):
     valid.add_argument("-iou_thresh", type=float, default=0.5, help="IoU for a true positive (default .5)")
     valid.add_argument("-points", type=int, default=0, help="0: area under the curve, 11: VOC2007, 101: COCO")
     valid.set_defaults(run=cmd_map)
+    from .detector_train import add_train_verb
+    add_train_verb(verbs)
     return verbs

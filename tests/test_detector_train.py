@@ -257,3 +257,19 @@ def test_classes_mismatch_and_classifier_cfg_are_clear_errors(tmp_path):
     data.write_text(data.read_text().replace("classes=4", "classes=3"))
     with pytest.raises(DarknetError, match="no \\[yolo\\].*classifier"):
         train_detector(str(data), str(cls_cfg), progress=False, chart=None)
+
+
+def test_cli_train_and_errors(tmp_path, capsys, monkeypatch):
+    from darknet_py.cli import main
+    data, cfg = make_dataset(tmp_path, 2)
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["detector", "train", str(data), str(cfg), "-dont_show", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert " 2: " in out and (tmp_path / "backup" / "tiny_final.weights").exists()
+    assert (tmp_path / "chart.png").exists()
+    code = main(["detector", "train", str(tmp_path / "missing.data"), str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "missing.data" in err
