@@ -121,3 +121,52 @@ def test_maxpool2d_matches_darknet_loops(geometry, dtype):
     got = NumpyOps(dtype).maxpool2d(x, size, sx, sy, padding // 2, out_h, out_w)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, reference_maxpool(x, size, sx, sy, padding // 2, out_h, out_w).astype(dtype))
+
+
+def _reference_conv_affine(x, w, scale, shift, activation, pad):
+    z = NumpyOps(np.float64).conv2d(x.astype(np.float64), w.astype(np.float64), 1, 1, pad, 1, 1)
+    return activate(z * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1), activation, np)
+
+
+# batch, channels, filters, h, w, pad: output sizes that are and are not multiples of the 4x4 tiles
+WINOGRAD = [(1, 16, 16, 8, 8, 1), (2, 17, 19, 13, 11, 1), (1, 32, 24, 9, 7, 0), (1, 16, 20, 5, 6, 2),
+            (1, 16, 16, 3, 3, 1), (1, 20, 16, 3, 4, 0)]
+
+
+@pytest.mark.parametrize("geometry", WINOGRAD)
+@pytest.mark.parametrize("activation", ["linear", "leaky", "mish"])
+def test_winograd_convolution_matches_numpy(geometry, activation):
+    batch, c, filters, h, w, pad = geometry
+    ops = NumpyOps(np.float32)
+    rng = np.random.default_rng(list(geometry))
+    x = rng.normal(size=(batch, c, h, w)).astype(np.float32)
+    weights = (rng.normal(size=(filters, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, filters).astype(np.float32)
+    shift = rng.normal(0, 0.5, filters).astype(np.float32)
+    assert ops._winograd_fits(x, weights, 1, 1, 1, 1)
+    got = ops.conv2d_affine_activation(x, weights, scale, shift, activation, 1, 1, pad, 1, 1)
+    expected = _reference_conv_affine(x, weights, scale, shift, activation, pad)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5 * np.abs(expected).max())
+
+
+def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
+    ops = NumpyOps(np.float32)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 16, 6, 6)).astype(np.float32)
+    weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)
+    shift = np.zeros(16, np.float32)
+
+    def check():
+        got = ops.conv2d_affine_activation(x, weights, None, shift, "linear", 1, 1, 1, 1, 1)
+        np.testing.assert_allclose(got, _reference_conv_affine(x, weights, np.ones(16), shift, "linear", 1),
+                                   rtol=1e-4, atol=1e-5)
+
+    check()
+    weights[3, 5, 1, 2] += 0.5          # an in-place update (training, tests): the cached transform is stale
+    check()
+    weights *= 0.9
+    check()
+    assert len(ops._winograd_cache) == 1
+    weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)   # a new array; the old one is freed
+    check()
+    assert len(ops._winograd_cache) == 1
