@@ -16,6 +16,7 @@ from .imageops import resize_image
 
 HEAD_KINDS = ("yolo", "Gaussian_yolo", "region", "detection")
 NMS_DEFAULT_IOU = 0.45
+MAX_NMS_MATRIX = 8192   # boxes up to which NMS precomputes the pairwise overlaps (64 MB of booleans)
 
 
 # -- input images -----------------------------------------------------------------------------------
@@ -142,40 +143,54 @@ def network_boxes(net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, ba
 
 
 # -- NMS --------------------------------------------------------------------------------------------
-def _corners(boxes):
-    half_w, half_h = boxes[..., 2] / np.float32(2), boxes[..., 3] / np.float32(2)
-    return boxes[..., 0] - half_w, boxes[..., 1] - half_h, boxes[..., 0] + half_w, boxes[..., 1] + half_h
+class _Corners:
+    """Boxes (x, y, w, h) as darknet's box functions see them: float32 edges, areas and centres."""
+
+    def __init__(self, boxes):
+        boxes = np.asarray(boxes, np.float32)
+        half_w, half_h = boxes[..., 2] / np.float32(2), boxes[..., 3] / np.float32(2)
+        self.x, self.y = boxes[..., 0], boxes[..., 1]
+        self.left, self.right = self.x - half_w, self.x + half_w
+        self.top, self.bottom = self.y - half_h, self.y + half_h
+        self.area = boxes[..., 2] * boxes[..., 3]
+
+    def __getitem__(self, index):
+        part = object.__new__(_Corners)
+        for key in ("x", "y", "left", "right", "top", "bottom", "area"):
+            setattr(part, key, getattr(self, key)[index])
+        return part
+
+
+def _iou(a, b):
+    w = np.minimum(a.right, b.right) - np.maximum(a.left, b.left)
+    h = np.minimum(a.bottom, b.bottom) - np.maximum(a.top, b.top)
+    inter = np.where((w < 0) | (h < 0), np.float32(0), w * h)
+    union = a.area + b.area - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((inter == 0) | (union == 0), np.float32(0), inter / union).astype(np.float32)
+
+
+def _diou(a, b, beta):
+    cw = np.maximum(a.right, b.right) - np.minimum(a.left, b.left)
+    ch = np.maximum(a.bottom, b.bottom) - np.minimum(a.top, b.top)
+    c = cw * cw + ch * ch
+    d = (a.x - b.x) * (a.x - b.x) + (a.y - b.y) * (a.y - b.y)
+    iou = _iou(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.power((d / c).astype(np.float64), beta).astype(np.float32)
+    return np.where(c == 0, iou, iou - term).astype(np.float32)
 
 
 def box_iou(a, b):
     """Darknet's box_iou of boxes (x, y, w, h) (any leading shapes that broadcast), float32: 0 when the
     intersection or the union is 0."""
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    al, at, ar, ab = _corners(a)
-    bl, bt, br, bb = _corners(b)
-    w = np.minimum(ar, br) - np.maximum(al, bl)
-    h = np.minimum(ab, bb) - np.maximum(at, bt)
-    inter = np.where((w < 0) | (h < 0), np.float32(0), w * h)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where((inter == 0) | (union == 0), np.float32(0), inter / union)
-    return iou.astype(np.float32)
+    return _iou(_Corners(a), _Corners(b))
 
 
 def box_diou(a, b, beta=0.6):
     """Darknet's box_diounms (box_diou when beta = 0.6): IoU minus (centre distance^2 / enclosing-box
     diagonal^2) ** beta; the plain IoU when the enclosing box is a point."""
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    al, at, ar, ab = _corners(a)
-    bl, bt, br, bb = _corners(b)
-    cw = np.maximum(ar, br) - np.minimum(al, bl)
-    ch = np.maximum(ab, bb) - np.minimum(at, bt)
-    c = cw * cw + ch * ch
-    d = (a[..., 0] - b[..., 0]) * (a[..., 0] - b[..., 0]) + (a[..., 1] - b[..., 1]) * (a[..., 1] - b[..., 1])
-    iou = box_iou(a, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.power((d / c).astype(np.float64), beta).astype(np.float32)
-    return np.where(c == 0, iou, iou - term).astype(np.float32)
+    return _diou(_Corners(a), _Corners(b), beta)
 
 
 def nms_sort(dets, thresh=NMS_DEFAULT_IOU, kind="default", beta=0.6):
@@ -198,24 +213,37 @@ def nms_sort(dets, thresh=NMS_DEFAULT_IOU, kind="default", beta=0.6):
     dets = dets.take(np.array(order, dtype=np.int64))
     total = k + 1
     probs = dets.probs.copy()
-    boxes = dets.boxes
-    perm = np.arange(len(dets))
+    corners = _Corners(dets.boxes)
     thresh = np.float32(thresh)
+    if kind in ("default", "cornersnms"):
+        overlap = _iou
+    else:
+        exponent = 0.6 if kind == "greedynms" else beta
+        overlap = lambda a, b: _diou(a, b, exponent)   # noqa: E731
+    # which box suppresses which, computed once for all classes (in row blocks to bound the memory) unless
+    # there are too many boxes; then row by row for the boxes that survive
+    matrix = None
+    if total <= MAX_NMS_MATRIX:
+        matrix = np.zeros((total, total), bool)
+        for start in range(0, total, 256):
+            stop = min(start + 256, total)
+            matrix[start:stop] = overlap(corners[start:stop, None], corners[None, :total]) > thresh
+    perm = np.arange(len(dets))
     for cls in range(probs.shape[1]):
         head = perm[:total]
         head = head[np.argsort(-probs[head, cls], kind="stable")]
         perm = np.concatenate([head, perm[total:]])
         live = head[probs[head, cls] > 0]   # zeros sort last and never suppress
-        for pos, idx in enumerate(live):
-            if probs[idx, cls] == 0:
-                continue
-            later = live[pos + 1:]
-            if kind in ("default", "cornersnms"):
-                overlap = box_iou(boxes[idx], boxes[later])
-            else:
-                overlap = box_diou(boxes[idx], boxes[later], 0.6 if kind == "greedynms" else beta)
-            probs[later[overlap > thresh], cls] = 0
-    return Detections(boxes[perm], dets.objectness[perm], probs[perm])
+        boxes = corners[live] if matrix is None else None
+        alive = np.ones(len(live), bool)
+        for pos in range(len(live) - 1):
+            if alive[pos]:
+                if matrix is not None:
+                    alive[pos + 1:] &= ~matrix[live[pos], live[pos + 1:]]
+                else:
+                    alive[pos + 1:] &= ~(overlap(boxes[pos], boxes[pos + 1:]) > thresh)
+        probs[live[~alive], cls] = 0
+    return Detections(dets.boxes[perm], dets.objectness[perm], probs[perm])
 
 
 def apply_nms(net, dets, thresh=NMS_DEFAULT_IOU):
@@ -239,22 +267,18 @@ def printed_detections(dets, thresh, names):
     (class_id, prob, box, best_class) tuples; `box` is relative (x, y, w, h)."""
     thresh = np.float32(thresh)
     visible = np.array([shown(n) for n in names], bool)
-    selected = []
-    for i in range(len(dets)):
-        p = np.where(visible, dets.probs[i], np.float32(0))
-        above = p > thresh
-        if above.any():
-            # first class with the strictly greatest probability, as darknet's '>' scan
-            best = int(np.flatnonzero(p == p[above].max())[0])
-            selected.append((i, best))
-    lefts = np.array([dets.boxes[i, 0] - dets.boxes[i, 2] / np.float32(2) for i, _ in selected], np.float32)
+    candidates = np.where(visible & (dets.probs > thresh), dets.probs, -np.inf)
+    rows = np.flatnonzero(np.isfinite(candidates).any(axis=1))
+    # first class with the strictly greatest probability, as darknet's '>' scan
+    selected = list(zip(rows.tolist(), np.argmax(candidates[rows], axis=1).tolist()))
+    lefts = dets.boxes[rows, 0] - dets.boxes[rows, 2] / np.float32(2)
     result = []
     for s in np.argsort(lefts, kind="stable"):
         i, best = selected[s]
         box = tuple(float(v) for v in dets.boxes[i])
         result.append((best, float(dets.probs[i, best]), box, best))
-        for cls in range(len(names)):
-            if cls != best and dets.probs[i, cls] > thresh:
+        for cls in np.flatnonzero(dets.probs[i] > thresh).tolist():
+            if cls != best:
                 result.append((cls, float(dets.probs[i, cls]), box, best))
     return result
 

@@ -175,6 +175,45 @@ def test_nms_leaves_zero_objectness_alone_and_orders_by_last_class():
     assert np.allclose(out.probs[:2], [[0.0, 0.6], [0.9, 0.0]])   # B's class 0 (.2) suppressed by A's .9
 
 
+def reference_nms(boxes, objectness, probs, thresh):
+    """darknet's do_nms_sort transcribed loop by loop (Python floats, list.sort is stable like glibc's qsort)."""
+    dets = [[list(b), o, list(p)] for b, o, p in zip(boxes, objectness, probs)]
+    k = len(dets) - 1
+    i = 0
+    while i <= k:
+        if dets[i][1] == 0:
+            dets[i], dets[k] = dets[k], dets[i]
+            k -= 1
+            i -= 1
+        i += 1
+    total = k + 1
+    for cls in range(len(probs[0])):
+        dets[:total] = sorted(dets[:total], key=lambda d: -d[2][cls])
+        for i in range(total):
+            if dets[i][2][cls] == 0:
+                continue
+            for j in range(i + 1, total):
+                if hand_iou(dets[i][0], dets[j][0]) > thresh:
+                    dets[j][2][cls] = 0
+    return dets
+
+
+@pytest.mark.parametrize("matrix_limit", [0, 10_000])
+def test_nms_matches_a_transcription_of_darknet(monkeypatch, matrix_limit):
+    import darknet_py.detection as detection
+    monkeypatch.setattr(detection, "MAX_NMS_MATRIX", matrix_limit)   # both the row-by-row and the matrix path
+    rng = np.random.default_rng(1)
+    n = 60
+    boxes = np.column_stack([rng.uniform(0.2, 0.8, (n, 2)), rng.uniform(0.05, 0.4, (n, 2))]).astype(np.float32)
+    objectness = np.where(rng.random(n) < 0.1, 0, rng.uniform(0.3, 1, n)).astype(np.float32)
+    probs = np.where(rng.random((n, 3)) < 0.3, 0, rng.uniform(0.01, 1, (n, 3))).astype(np.float32)
+    out = nms_sort(Detections(boxes, objectness, probs), 0.45)
+    expected = reference_nms(boxes.astype(float), objectness.astype(float), probs.astype(float), 0.45)
+    assert np.allclose(out.boxes, [d[0] for d in expected])
+    assert np.allclose(out.probs, [d[2] for d in expected])
+    assert 0 < np.count_nonzero(out.probs) < np.count_nonzero(probs)
+
+
 def test_printed_order_is_left_to_right_best_class_first():
     names = ["cat", "dont_show_me", "dog"]
     dets = Detections([(0.6, 0.5, 0.2, 0.2), (0.2, 0.5, 0.2, 0.2), (0.5, 0.5, 0.1, 0.1)], [1, 1, 1],
