@@ -121,6 +121,46 @@ def test_region_decoding_by_hand(tmp_path):
     assert np.count_nonzero(dets.probs) == sum(p > 0.25 for p in probs)
 
 
+@pytest.mark.parametrize("point", ["center", "left_top", "right_bottom"])
+def test_gaussian_yolo_decoding_by_hand(tmp_path, point):
+    net = head_net(tmp_path, "Gaussian_yolo", f"mask=0\nanchors=10,14\nclasses=2\nnum=1\nyolo_point={point}",
+                   filters=11)
+    layer = net.layers[-1]
+    x = np.zeros((1, 1, 11, 32, 64), np.float32)
+    x[:, :, 8] = -20
+    t = [0.3, -1.0, -0.4, 0.5, 0.2, -2.0, -0.3, 0.1, 1.2, 0.8, -2.5]   # x sx y sy w sw h sh obj c0 c1
+    col, row = 9, 6
+    x[0, 0, :, row, col] = t
+    layer.output = layer.forward(x.reshape(1, 11, 32, 64), net)
+    dets = network_boxes(net, 64, 32, thresh=0.1)
+    w, h = math.exp(t[4]) * 10 / 64, math.exp(t[6]) * 14 / 32
+    shift = {"center": 0, "left_top": 0.5, "right_bottom": -0.5}[point]
+    expected = [(col + sigmoid(t[0])) / 64 + shift * w, (row + sigmoid(t[2])) / 32 + shift * h, w, h]
+    uncertainty = (sigmoid(t[1]) + sigmoid(t[3]) + sigmoid(t[5]) + sigmoid(t[7])) / 4
+    probs = [sigmoid(t[8]) * sigmoid(c) * (1 - uncertainty) for c in t[9:]]
+    assert len(dets) == 1
+    assert np.allclose(dets.boxes[0], expected, rtol=1e-5)
+    assert np.allclose(dets.probs[0], [p if p > 0.1 else 0 for p in probs], rtol=1e-5)
+
+
+def test_yolov1_detection_decoding_by_hand(tmp_path):
+    cfg = write(tmp_path / "v1.cfg", "[net]\nwidth=8\nheight=8\nchannels=1\n\n[connected]\noutput=28\n"
+                                     "activation=linear\n\n[detection]\nclasses=2\ncoords=4\nside=2\nnum=1\n"
+                                     "sqrt=1\nsoftmax=0\n")
+    net = load_quiet(cfg)
+    layer = net.layers[-1]
+    values = np.linspace(0.05, 0.95, 28).astype(np.float32)   # 4 cells x 2 classes, 4 scales, 4 boxes
+    layer.output = layer.forward(values[None], net)
+    dets = network_boxes(net, 100, 100, thresh=0.2)
+    for cell in range(4):
+        col, row = cell % 2, cell // 2
+        scale = values[8 + cell]
+        bx = values[12 + 4 * cell:16 + 4 * cell]
+        assert np.allclose(dets.boxes[cell], [(bx[0] + col) / 2, (bx[1] + row) / 2, bx[2] ** 2, bx[3] ** 2])
+        probs = [scale * values[2 * cell + j] for j in range(2)]
+        assert np.allclose(dets.probs[cell], [p if p > 0.2 else 0 for p in probs])
+
+
 def test_letterbox_image_centres_on_grey():
     image = np.random.default_rng(0).random((3, 50, 100), dtype=np.float32)
     boxed = letterbox_image(image, 64, 64)   # 100x50 -> 64x32, rows 16..47
@@ -417,6 +457,13 @@ def test_cli_map(capsys, tiny):
     assert "class_id = 1, name = b, ap = 0.00%   \t (TP = 0, FP = 0) " in out
     assert " for conf_thresh = 0.25, TP = 16, FP = 0, FN = 1, average IoU = 100.00 % " in out
     assert " mean average precision (mAP@0.50) = 0.500000, or 50.00 % " in out
+    assert " IoU threshold = 50 %, used Area-Under-Curve for each unique Recall " in out
+    code, out, _ = run(capsys, "detector", "map", "tiny.data", "tiny.cfg", "tiny.weights", "-points", "11",
+                       "-iou_thresh", "0.75")
+    assert code == 0 and " IoU threshold = 75 %, used 11 Recall-points " in out
+    assert " mean average precision (mAP@0.75) = 0.500000, or 50.00 % " in out
+    code, _, err = run(capsys, "detector", "map", "tiny.data", "tiny.cfg", "tiny.weights", "-points", "1")
+    assert code == 2 and "-points 1: expected 0" in err
 
 
 def test_cli_errors(capsys, tiny, shared):
