@@ -3,6 +3,7 @@ iterations with the loader in worker processes and in threads, and reports the t
 waiting for data (after the first batch) against the time per iteration.
 
     python benchmarks/data_pipeline.py [--iterations 30] [--batch 64] [--threads 2] [--repeat 2]
+        [--images ../shared/darknet/data [--size 224]]
 """
 import argparse
 import tempfile
@@ -53,13 +54,42 @@ def run(data, workers, iterations, batch, threads):
           f"({100 * waited / elapsed:.1f}%)")
 
 
+def loader_only(image_dir, size, batch, threads):
+    """Images per second of the loader alone on real photos (every *.jpg of image_dir, its own class each) at a
+    size x size network with darknet's usual classifier jitter."""
+    import glob
+    import os
+
+    from darknet_py.cfg import parse_cfg_text
+    from darknet_py.netcfg import NetOptions
+    paths = sorted(glob.glob(os.path.join(image_dir, "*.jpg")))
+    labels = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    options = NetOptions(parse_cfg_text(f"[net]\nwidth={size}\nheight={size}\nchannels=3\nangle=7\naspect=.75\n"
+                                        "hue=.1\nsaturation=.75\nexposure=.75\n")[0])
+    for workers in ("process", "thread"):
+        with ClassifierBatches(paths, labels, options, batch, augment=True, threads=threads, seed=1,
+                               workers=workers) as loader:
+            loader.next()
+            start = time.perf_counter()
+            for _ in range(6):
+                loader.next()
+            elapsed = time.perf_counter() - start
+        print(f"loader only {workers:8s} threads={threads} {size}x{size} from {len(paths)} photos: "
+              f"{6 * batch / elapsed:.0f} images/s ({elapsed / (6 * batch) * 1000:.1f} ms per image)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2, help="rounds of the three runs (the machine may be busy)")
+    parser.add_argument("--images", help="also time the loader alone on the *.jpg photos of this directory "
+                                         "(e.g. ../shared/darknet/data)")
+    parser.add_argument("--size", type=int, default=224, help="network size for --images (default 224)")
     args = parser.parse_args()
+    if args.images:
+        loader_only(args.images, args.size, 16, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = read_data_file(make_digits(tmp))
         for _ in range(args.repeat):

@@ -197,7 +197,7 @@ class _BatchSource:
         images, indices = [], []
         while len(images) < self.batch_size:
             if len(self.bad) >= self.distinct:
-                reason = next(iter(self.bad.values()))
+                reason = list(self.bad.values())[0]   # a copy: other threads may add to it
                 raise DarknetDataError(f"none of the {self.distinct} images in the list could be read; first: "
                                        f"{reason}")
             index = int(rng.integers(len(self.paths)))

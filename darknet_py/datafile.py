@@ -17,14 +17,24 @@ Differences from darknet, all of them on input darknet would misread silently:
 Darknet's other defaults are kept: backup "/backup/", names = labels, top 1 (`classifier train` uses 5 when
 the file has no `top`: `get("top", 5)`). When a key repeats, the first line wins, as in darknet.
 
-Relative paths: darknet opens them relative to the current directory. We do the same, and when a file is not
-found there but exists relative to the .data file's own directory, that one is used, so a dataset directory
-with relative paths works from anywhere. `backup` (a directory to create) is taken relative to the current
+Relative paths: darknet opens them relative to the current directory. We do the same; when a file is not
+found there, we look relative to the .data file's directory (a dataset directory with relative paths works
+from anywhere), then relative to that directory's parent (darknet's own layout: cfg/coco.data names
+data/coco.names from darknet's root). `backup` (a directory to create) is taken relative to the current
 directory unless it already exists next to the .data file.
+
+Labels/names files with more lines than `classes` are read as darknet does: the first `classes` lines are
+used (darknet's imagenet1k.data names the 21,842-line imagenet.labels.list), with a warning. Fewer lines than
+`classes` is an error (darknet would read past the end of its array).
 """
+import warnings
 from pathlib import Path
 
 from .errors import DarknetDataError, located
+
+
+class DarknetDataWarning(UserWarning):
+    """Input darknet accepts that is probably not what was meant (e.g. more labels than classes)."""
 
 
 def read_data_file(path):
@@ -90,20 +100,22 @@ class DataFile:
 
     def resolve(self, value):
         """A relative path: as given if it exists (relative to the current directory, as darknet), else
-        relative to this .data file's directory if it exists there, else as given."""
+        relative to this .data file's directory or its parent if it exists there, else as given."""
         given = Path(value)
         if given.is_absolute() or given.exists():
             return given
-        beside = self.path.parent / given
-        return beside if beside.exists() else given
+        for base in (self.path.parent, self.path.parent.parent):
+            if (base / given).exists():
+                return base / given
+        return given
 
     def existing_file(self, key, why=""):
         """The resolved path of the file named by `key`, which must exist."""
         value = self.require(key, why)
         path = self.resolve(value)
         if not path.is_file():
-            raise self.error(key, f"file '{value}' not found (looked in the current directory and in "
-                                  f"{self.path.parent})")
+            raise self.error(key, f"file '{value}' not found (looked in the current directory, in "
+                                  f"{self.path.parent} and in {self.path.parent.parent})")
         return path
 
     # -- darknet's keys ------------------------------------------------------------------------------
@@ -145,10 +157,14 @@ class DataFile:
         if key not in self._lists:
             path = self.existing_file(key)
             entries = read_class_list(path)
-            if len(entries) != self.classes:
-                raise self.error(key, f"'{path}' has {len(entries)} entries; expected classes = {self.classes} "
+            classes = self.classes
+            if len(entries) < classes:
+                raise self.error(key, f"'{path}' has {len(entries)} entries; expected classes = {classes} "
                                       f"({self.where('classes')})")
-            self._lists[key] = entries
+            if len(entries) > classes:
+                warnings.warn(f"{self.where(key)}: '{path}' has {len(entries)} entries for classes = {classes}; "
+                              f"using the first {classes}, as darknet does", DarknetDataWarning, stacklevel=3)
+            self._lists[key] = entries[:classes]
         return self._lists[key]
 
 

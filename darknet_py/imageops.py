@@ -118,16 +118,18 @@ def rotate_crop_image(im, rad, scale, w, h, dx, dy, aspect):
 
 def bilinear_sample(im, rx, ry):
     """darknet's bilinear_interpolate at every (rx, ry): the four neighbours floor/floor+1, zero outside."""
-    _, height, width = im.shape
-    x0 = np.floor(rx).astype(np.int64)
-    y0 = np.floor(ry).astype(np.int64)
+    channels, height, width = im.shape
+    flat = im.reshape(channels, -1)
+    x0, y0 = np.floor(rx), np.floor(ry)
     fx, fy = rx - x0, ry - y0
-    out = np.zeros((im.shape[0],) + rx.shape, dtype=np.float32)
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    out = np.zeros((channels,) + rx.shape, dtype=np.float32)
     for yi, wy in ((y0, 1 - fy), (y0 + 1, fy)):
+        y_inside = (yi >= 0) & (yi < height)
+        row = np.clip(yi, 0, height - 1) * width
         for xi, wx in ((x0, 1 - fx), (x0 + 1, fx)):
-            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-            values = im[:, np.clip(yi, 0, height - 1), np.clip(xi, 0, width - 1)]
-            out += values * (wy * wx * inside)
+            weight = wy * wx * (y_inside & (xi >= 0) & (xi < width))
+            out += np.take(flat, row + np.clip(xi, 0, width - 1), axis=1) * weight
     return out
 
 

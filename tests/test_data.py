@@ -14,7 +14,7 @@ from PIL import Image
 
 from darknet_py.data import (Augmentation, ClassifierBatches, augment_image, class_indices, classify_input,
                              random_crop_params, read_list, truth_matrix)
-from darknet_py.datafile import read_data_file
+from darknet_py.datafile import DarknetDataWarning, read_data_file
 from darknet_py.datasets import LABELS, make_digits
 from darknet_py.errors import DarknetDataError, DarknetError
 from darknet_py.imageops import (crop_image, distort_image, flip_image, gaussian_blur, load_image, resize_image,
@@ -86,17 +86,32 @@ def test_data_file_errors(tmp_path, text, key, line, expected):
     assert "\n" not in message
 
 
+def test_darknet_data_files_from_their_layout(shared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # darknet runs from its root; cfg/x.data names data/... relative to it
+    coco = read_data_file(shared / "cfg" / "coco.data")
+    assert coco.classes == 80 and coco.names[:2] == ["person", "bicycle"] and coco.get("eval") == "coco"
+    with pytest.raises(DarknetDataError, match=r"coco.data:3: valid: file 'coco_testdev' not found"):
+        coco.valid
+    imagenet = read_data_file(shared / "cfg" / "imagenet1k.data")
+    with pytest.warns(DarknetDataWarning, match="21842 entries for classes = 1000"):
+        labels = imagenet.labels
+    assert len(labels) == 1000 and imagenet.top == 5 and len(set(labels)) == 1000
+
+
 def test_data_file_missing_files_and_counts(tmp_path):
     with pytest.raises(DarknetDataError, match="nothere.data: cannot read .data file"):
         read_data_file(tmp_path / "nothere.data")
     write(tmp_path / "labels.txt", "lab-a\nlab-b\nlab-c\n")
     write(tmp_path / "names.txt", "a\n\nc\n")
-    d = read_data_file(write(tmp_path / "c.data", "classes = 2\nlabels = labels.txt\ntrain = t.list\n"
+    d = read_data_file(write(tmp_path / "c.data", "classes = 4\nlabels = labels.txt\ntrain = t.list\n"
                                                   "names = names.txt\n"))
     with pytest.raises(DarknetDataError) as e:
         d.labels
     assert str(e.value).startswith(f"{tmp_path / 'c.data'}:2: labels:")
-    assert "has 3 entries; expected classes = 2" in str(e.value) and "c.data:1: classes" in str(e.value)
+    assert "has 3 entries; expected classes = 4" in str(e.value) and "c.data:1: classes" in str(e.value)
+    two = read_data_file(write(tmp_path / "two.data", "classes = 2\nlabels = labels.txt\n"))
+    with pytest.warns(DarknetDataWarning, match="has 3 entries for classes = 2; using the first 2"):
+        assert two.labels == ["lab-a", "lab-b"]
     with pytest.raises(DarknetDataError, match=r"c.data:3: train: file 't.list' not found"):
         d.train
     with pytest.raises(DarknetDataError, match=r"c.data: valid: missing.*data/train.list"):
