@@ -94,7 +94,8 @@ def evaluate(net, data, paths, topk, progress=None):
     return hits1 / done, hitsk / done
 
 
-def validate_classifier(data_path, cfg_path, weights, out=sys.stdout):
+def validate_classifier(data_path, cfg_path, weights, out=None):
+    out = out or sys.stdout
     from .data import read_list
     from .datafile import read_data_file
     data = read_data_file(data_path)
@@ -111,8 +112,9 @@ def validate_classifier(data_path, cfg_path, weights, out=sys.stdout):
 
 
 # -- predict ------------------------------------------------------------------------------------------
-def predict_classifier(data_path, cfg_path, weights, image, top=0, out=sys.stdout):
+def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None):
     """Print and return [(probability, label)] of the `top` most probable classes of `image`."""
+    out = out or sys.stdout
     from .data import classify_input
     from .datafile import read_data_file
     data = read_data_file(data_path)
@@ -175,7 +177,7 @@ class Chart:
 
 def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=False, chart="chart.png",
                      device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=SAVE_EVERY,
-                     last_every=LAST_EVERY, topk_every=None, threads=2, seed=None, progress=True, out=sys.stdout):
+                     last_every=LAST_EVERY, topk_every=None, threads=2, seed=None, progress=True, out=None):
     """Darknet's train_classifier. batch/subdivisions/max_batches override the cfg's (batch is the
     mini-batch); topk_every overrides darknet's top-k period. Returns a dict: iteration, seen, loss, avg_loss,
     rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights)."""
@@ -184,6 +186,7 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
     from .datafile import read_data_file
     from .weights import save_weights
 
+    out = out or sys.stdout
     data = read_data_file(data_path)
     net = _build(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
     _check_classes(net, data)
