@@ -82,11 +82,11 @@ class OnnxGraph:
     def ints(self, values, hint="shape"):
         return self.const(list(values), hint, np.int64)
 
-    def op(self, op_type, inputs, hint=None, outputs=1, **attrs):
-        """Add a node; returns its output name (or names when outputs > 1)."""
-        names = [self._name(hint or op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), names, name=names[0], **attrs))
-        return names[0] if outputs == 1 else names
+    def op(self, op_type, inputs, hint=None, **attrs):
+        """Add a node; returns its output's name."""
+        name = self._name(hint or op_type.lower())
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [name], name=name, **attrs))
+        return name
 
     # -- layer inputs ---------------------------------------------------------------------------------
     def source(self, index):
