@@ -8,7 +8,7 @@ namespace darknet_py {
 namespace {
 
 // The 6-point input transform B^T d along one axis (points 0, +-1, +-2 and infinity).
-inline void input_1d(float d0, float d1, float d2, float d3, float d4, float d5, float* t, int64_t stride) {
+__attribute__((always_inline)) inline void input_1d(float d0, float d1, float d2, float d3, float d4, float d5, float* t, int64_t stride) {
     t[0 * stride] = 4 * d0 - 5 * d2 + d4;
     t[1 * stride] = -4 * d1 - 4 * d2 + d3 + d4;
     t[2 * stride] = 4 * d1 - 4 * d2 - d3 + d4;
@@ -18,7 +18,7 @@ inline void input_1d(float d0, float d1, float d2, float d3, float d4, float d5,
 }
 
 // The output transform A^T m along one axis: 6 points to 4.
-inline void output_1d(float m0, float m1, float m2, float m3, float m4, float m5, float* s, int64_t stride) {
+__attribute__((always_inline)) inline void output_1d(float m0, float m1, float m2, float m3, float m4, float m5, float* s, int64_t stride) {
     s[0 * stride] = m0 + m1 + m2 + m3 + m4;
     s[1 * stride] = m1 - m2 + 2 * (m3 - m4);
     s[2 * stride] = m1 + m2 + 4 * (m3 + m4);
@@ -36,6 +36,7 @@ void input_plane(const float* __restrict padded, int64_t tiles_h, int64_t tiles_
         for (int64_t i = 0; i < 6; ++i) {
             const float* r = padded + (4 * ty + i) * pw;
             float* out = rows + i * 6 * tiles_w;
+#pragma omp simd
             for (int64_t tx = 0; tx < tiles_w; ++tx) {
                 const float* d = r + 4 * tx;
                 input_1d(d[0], d[1], d[2], d[3], d[4], d[5], out + tx, tiles_w);
@@ -46,6 +47,7 @@ void input_plane(const float* __restrict padded, int64_t tiles_h, int64_t tiles_
             const float* c = rows + k * tiles_w;
             const int64_t col = 6 * tiles_w;
             float* out = v + k * plane_stride + ty * tiles_w;
+#pragma omp simd
             for (int64_t tx = 0; tx < tiles_w; ++tx)
                 input_1d(c[tx], c[col + tx], c[2 * col + tx], c[3 * col + tx], c[4 * col + tx], c[5 * col + tx],
                          out + tx, 6 * plane_stride);
@@ -67,6 +69,7 @@ void output_tile_row(const float* __restrict m, int64_t stride, int64_t tiles_w,
     const int64_t width = 4 * tiles_w, col = 4 * tiles_w;
     for (int64_t j = 0; j < 4; ++j) {
         const float* c = s + j * tiles_w;
+#pragma omp simd
         for (int64_t tx = 0; tx < tiles_w; ++tx)
             output_1d(c[tx], c[col + tx], c[2 * col + tx], c[3 * col + tx], c[4 * col + tx], c[5 * col + tx],
                       y4 + 4 * tx + j, width);
