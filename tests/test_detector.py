@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import SHARED, load_quiet
+from conftest import load_quiet
 from darknet_py.cli import main
 from darknet_py.detection import (Detections, MapStats, average_precision, box_iou, label_path, letterbox_image,
                                   network_boxes, nms_sort, printed_detections)
