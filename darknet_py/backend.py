@@ -18,6 +18,7 @@ with darknet's receptive-field offset, is what is computed here.
 """
 import functools
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -79,6 +80,63 @@ class _Geometry:
         return ((self.h + 2 * self.off - eff) // self.sy + 1 == self.out_h and
                 (self.w + 2 * self.off - eff) // self.sx + 1 == self.out_w and
                 self.h + 2 * self.off - eff >= 0 and self.w + 2 * self.off - eff >= 0)
+
+
+class _ParallelGemm:
+    """Large GEMMs cut in one part per BLAS thread (the rows of the left matrix, or the matrices of a stack), run
+    on a thread pool with BLAS single-threaded meanwhile. OpenBLAS's own threads busy-wait for each other: on a
+    machine whose cores other processes also use, a 2-thread GEMM measured 4x slower than a 1-thread one, while
+    independent parts only wait when they end. The part count is BLAS's thread count at the call, so
+    threadpoolctl limits and OPENBLAS_NUM_THREADS apply; without threadpoolctl or OpenBLAS, plain np.matmul."""
+
+    MIN_FLOPS = 4e6     # below this, one call is cheaper than the hand-off
+
+    def __init__(self):
+        self.blas, self.pool, self.workers = None, None, 0
+        try:
+            from threadpoolctl import ThreadpoolController
+            controllers = ThreadpoolController().select(internal_api="openblas").lib_controllers
+        except ImportError:
+            controllers = []
+        if len(controllers) == 1:
+            self.blas = controllers[0]
+
+    def __call__(self, a, b, out):
+        threads = self.blas.get_num_threads() if self.blas is not None else 1
+        stacked = a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]
+        axis_len = a.shape[0] if stacked else a.shape[-2]
+        parts = min(threads, axis_len)
+        broadcast = b.shape[0] if b.ndim == 3 and a.ndim == 2 else 1
+        if parts < 2 or 2.0 * a.size * b.shape[-1] * broadcast < self.MIN_FLOPS:
+            return np.matmul(a, b, out=out)
+        if self.workers < parts - 1:
+            self.pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="darknet_py-gemm")
+            self.workers = parts - 1
+        bounds = np.linspace(0, axis_len, parts + 1).astype(int)
+        if stacked:
+            jobs = [(a[i:j], b[i:j], out[i:j]) for i, j in zip(bounds[:-1], bounds[1:])]
+        else:
+            jobs = [(a[..., i:j, :], b, out[..., i:j, :]) for i, j in zip(bounds[:-1], bounds[1:])]
+        self.blas.set_num_threads(1)
+        try:
+            futures = [self.pool.submit(np.matmul, x, y, out=o) for x, y, o in jobs[1:]]
+            np.matmul(*jobs[0][:2], out=jobs[0][2])
+            for future in futures:
+                future.result()
+        finally:
+            self.blas.set_num_threads(threads)
+        return out
+
+
+_parallel_gemm = None
+
+
+def parallel_matmul(a, b, out):
+    """out[...] = a @ b (2-D, a stack of matrices, or a 2-D left matrix broadcast over a stack), in parallel."""
+    global _parallel_gemm
+    if _parallel_gemm is None:
+        _parallel_gemm = _ParallelGemm()
+    return _parallel_gemm(a, b, out)
 
 
 # Winograd F(4x4, 3x3) kernel transform (interpolation points 0, +-1, +-2, infinity); csrc/winograd.cpp has B and A.
@@ -172,7 +230,7 @@ class NumpyOps:
             xs = xs.reshape(batch, groups, cg, g.out_h * g.out_w)
             out4 = out.reshape(batch, groups, fg, g.out_h * g.out_w)      # a view: out is contiguous
             for j in range(groups):
-                np.matmul(w[j * fg:(j + 1) * fg, :, 0, 0], xs[:, j], out=out4[:, j])
+                parallel_matmul(w[j * fg:(j + 1) * fg, :, 0, 0], xs[:, j], out4[:, j])
             return out
         if groups == c == filters:
             # depthwise: sum over kernel taps of shifted slices times per-channel weights
@@ -189,7 +247,7 @@ class NumpyOps:
         for b in range(batch):
             for j in range(groups):
                 work = self.im2col(x[b, j * cg:(j + 1) * cg], g, work)
-                np.matmul(wmat[j * fg:(j + 1) * fg], work, out=out[b, j * fg:(j + 1) * fg].reshape(fg, -1))
+                parallel_matmul(wmat[j * fg:(j + 1) * fg], work, out[b, j * fg:(j + 1) * fg].reshape(fg, -1))
         return out
 
     def _fused(self, dtype, activation):
@@ -263,7 +321,8 @@ class NumpyOps:
         out_h, out_w = h + 2 * pad - 2, width + 2 * pad - 2
         tiles_h, tiles_w = -(-out_h // 4), -(-out_w // 4)
         v = ext.winograd_input(np.ascontiguousarray(x), pad, tiles_h, tiles_w)
-        m = np.matmul(self._winograd_weights(w), v)
+        u = self._winograd_weights(w)
+        m = parallel_matmul(u, v, np.empty((36, u.shape[1], v.shape[2]), dtype=np.float32))
         return ext.winograd_output(m, batch, out_h, out_w, tiles_h, tiles_w,
                                    None if scale is None else self.asarray(scale), self.asarray(shift), activation)
 

@@ -5,6 +5,7 @@ import pytest
 
 from darknet_py import _ext
 from darknet_py.activations import ACTIVATIONS, CHANNEL_ACTIVATIONS, activate
+from darknet_py import backend
 from darknet_py.backend import NumpyOps
 
 _C = _ext._C
@@ -170,3 +171,17 @@ def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
     weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)   # a new array; the old one is freed
     check()
     assert len(ops._winograd_cache) == 1
+
+
+@pytest.mark.parametrize("shapes", [((7, 5), (5, 9)), ((36, 6, 5), (36, 5, 4)), ((6, 5), (3, 5, 8)), ((1, 4), (4, 3))])
+def test_parallel_matmul_matches_numpy(shapes, monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    backend.parallel_matmul(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+    monkeypatch.setattr(backend._parallel_gemm, "MIN_FLOPS", 0)      # split even these small products
+    rng = np.random.default_rng(5)
+    a, b = (rng.normal(size=s).astype(np.float32) for s in shapes)
+    expected = np.matmul(a, b)
+    with threadpoolctl.threadpool_limits(3):
+        got = backend.parallel_matmul(a, b, np.full(expected.shape, np.nan, np.float32))
+    assert backend._parallel_gemm.blas is None or backend._parallel_gemm.workers >= 1   # it did split
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

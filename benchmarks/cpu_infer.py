@@ -1,0 +1,109 @@
+"""CPU inference speed, ours vs OpenCV DNN in the same run: yolov4-tiny 416 and efficientnet_b0 224, batch 1.
+
+    python benchmarks/cpu_infer.py [--repeat N] [--threads N] [--layers] [--nets a,b] [--shared PATH]
+
+Prints the median ms/image of both engines and the ratio ours/OpenCV (goal: <= 1.0). The two engines alternate
+image by image, so that load from other processes hits both alike; `uptime` before and after shows that load.
+--threads limits both engines (OpenCV's pool, BLAS and OpenMP) to N threads; --layers adds our time per layer
+type. Figures go to docs/benchmarks.md with the command, the machine and the commit."""
+import argparse
+import collections
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+def load_average():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def alternate(fns, repeat):
+    """Median seconds per call of each function, calling them in turn `repeat` times after one warm-up each."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, record in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def layer_breakdown(net, x, repeat):
+    """Median ms per layer, summed by layer type (kind, kernel, stride, depthwise, activation)."""
+    per_layer = collections.defaultdict(list)
+    for _ in range(repeat):
+        out = net.ops.asarray(x)
+        net.input = out
+        for layer in net.layers:
+            start = time.perf_counter()
+            out = layer.output = layer.forward(out, net)
+            per_layer[layer.index].append(time.perf_counter() - start)
+    totals = collections.Counter()
+    for layer in net.layers:
+        key = layer.kind
+        if layer.kind == "convolutional":
+            key += f" {layer.size}x{layer.size}/{layer.stride_x}" + (" depthwise" if layer.is_depthwise else "")
+        if getattr(layer, "activation", "linear") != "linear":
+            key += f" {layer.activation}"
+        totals[key] += 1000 * float(np.median(per_layer[layer.index]))
+    return totals
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all)")
+    parser.add_argument("--layers", action="store_true", help="our time per layer type")
+    parser.add_argument("--nets", default="yolov4-tiny,efficientnet_b0")
+    parser.add_argument("--shared", default=str(HERE.parent.parent / "shared" / "darknet"))
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    import cv2
+    from reference_nets import image_blob, reference_net
+    limits = None
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+        import darknet_py._ext  # noqa: F401  (loads _C's OpenMP runtime, so that the limit reaches it)
+        limits = threadpool_limits(args.threads)
+        cv2.setNumThreads(args.threads)
+    shared = Path(args.shared)
+    print(f"load average before: {load_average()}")
+    print(f"threads: OpenCV {cv2.getNumThreads()}, CPUs {os.cpu_count()}, limit {args.threads or 'none'}")
+    print(f"{'network':<20}{'ours ms':>10}{'OpenCV ms':>12}{'ratio':>8}")
+    breakdowns = {}
+    for name in args.nets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "w.weights"
+            net = reference_net(shared / "cfg" / f"{name}.cfg", weights)
+            x = image_blob(shared / "data" / "dog.jpg", net.width, net.height)
+            cvnet = cv2.dnn.readNetFromDarknet(str(shared / "cfg" / f"{name}.cfg"), str(weights))
+        outputs = cvnet.getUnconnectedOutLayersNames()
+
+        def opencv():
+            cvnet.setInput(x)
+            cvnet.forward(outputs)
+        ours, theirs = alternate([lambda: net.forward(x), opencv], args.repeat)
+        print(f"{name:<20}{1000 * ours:>10.1f}{1000 * theirs:>12.1f}{ours / theirs:>8.2f}", flush=True)
+        if args.layers:
+            breakdowns[name] = layer_breakdown(net, x, args.repeat)
+    print(f"load average after: {load_average()}")
+    for name, totals in breakdowns.items():
+        print(f"\n{name}: our ms per layer type (sum of per-layer medians {sum(totals.values()):.1f})")
+        for key, ms in totals.most_common():
+            print(f"  {key:<40}{ms:8.2f}")
+    if limits is not None:
+        limits.restore_original_limits()
+
+
+if __name__ == "__main__":
+    main()
