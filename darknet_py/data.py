@@ -103,7 +103,8 @@ def truth_matrix(indices, classes, label_smooth_eps=0.0):
 # -- single images ----------------------------------------------------------------------------------------
 def classify_input(path, options):
     """(1, C, H, W) input for `path` as darknet's classifier predict/valid prepare it: resize_min to the
-    network width, then a centred width x height crop."""
+    network width, then a centred width x height crop (AlexeyAB's predict_classifier and
+    validate_classifier_single do this for every network shape; there is no plain-resize case)."""
     im = load_image(path, options.channels)
     return center_crop_input(im, options.width, options.height)[None]
 

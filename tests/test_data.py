@@ -3,7 +3,6 @@ augmentation, ClassifierBatches, and the digits dataset. References: darknet's f
 plain loops, colorsys, OpenCV (imread, GaussianBlur) and scikit-learn's digits."""
 import colorsys
 import math
-import os
 import random
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from darknet_py.data import (Augmentation, ClassifierBatches, augment_image, cla
                              random_crop_params, read_list, truth_matrix)
 from darknet_py.datafile import DarknetDataWarning, read_data_file
 from darknet_py.datasets import LABELS, make_digits
-from darknet_py.errors import DarknetDataError, DarknetError
+from darknet_py.errors import DarknetDataError
 from darknet_py.imageops import (crop_image, distort_image, flip_image, gaussian_blur, load_image, resize_image,
                                  resize_min, rotate_crop_image, crop_coordinates)
 
