@@ -4,8 +4,8 @@
 
 Prints the median ms/image of both engines and the ratio ours/OpenCV (goal: <= 1.0). The two engines alternate
 image by image, so that load from other processes hits both alike; `uptime` before and after shows that load.
---threads limits both engines (OpenCV's pool, BLAS and OpenMP) to N threads; --layers adds our time per layer
-type. Figures go to docs/benchmarks.md with the command, the machine and the commit."""
+--threads limits both engines (OpenCV's pool; our BLAS and C++ kernel threads) to N threads; --layers adds our
+time per layer type. Figures go to docs/benchmarks.md with the command, the machine and the commit."""
 import argparse
 import collections
 import os
@@ -73,8 +73,9 @@ def main():
     limits = None
     if args.threads:
         from threadpoolctl import threadpool_limits
-        import darknet_py._ext  # noqa: F401  (loads _C's OpenMP runtime, so that the limit reaches it)
-        limits = threadpool_limits(args.threads)
+        from darknet_py._ext import _C
+        limits = threadpool_limits(args.threads)      # BLAS
+        _C.set_num_threads(args.threads)              # our C++ kernels' pool
         cv2.setNumThreads(args.threads)
     shared = Path(args.shared)
     print(f"load average before: {load_average()}")

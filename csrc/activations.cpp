@@ -1,5 +1,7 @@
 #include "activations.h"
 
+#include "parallel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -135,11 +137,12 @@ void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activa
 
 void affine_activate(float* x, int64_t planes, int64_t channels, int64_t spatial, const float* scale,
                      const float* shift, Activation act) {
-#pragma omp parallel for schedule(static) if (planes * spatial > 4096)
-    for (int64_t p = 0; p < planes; ++p) {
-        const int64_t c = p % channels;
-        affine_activate_plane(x + p * spatial, spatial, scale ? scale[c] : 1.0f, shift[c], act);
-    }
+    parallel_for(planes, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+            const int64_t c = p % channels;
+            affine_activate_plane(x + p * spatial, spatial, scale ? scale[c] : 1.0f, shift[c], act);
+        }
+    }, 1 + 16384 / std::max<int64_t>(1, spatial));
 }
 
 }  // namespace darknet_py

@@ -6,13 +6,11 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "activations.h"
 #include "depthwise.h"
 #include "im2col.h"
+#include "parallel.h"
 #include "pooling.h"
 #include "winograd.h"
 
@@ -204,11 +202,9 @@ PYBIND11_MODULE(_C, m) {
        py::arg("scale") = py::none(), py::arg("shift") = py::none(), py::arg("activation") = "linear",
        "Winograd F(4x4,3x3) output transform with the fused epilogue activation(y * scale + shift)");
 
-    m.def("openmp_threads", []() {
-#ifdef _OPENMP
-        return omp_get_max_threads();
-#else
-        return 1;
-#endif
-    });
+    m.def("num_threads", &darknet_py::num_threads, "threads the kernels use, the caller included");
+    m.def("set_num_threads", [](int threads) {
+        if (threads < 1) throw py::value_error("threads must be >= 1");
+        darknet_py::set_num_threads(threads);
+    }, py::arg("threads"), "set the threads the kernels use (default: the CPUs this process may run on)");
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "parallel.h"
+
 namespace darknet_py {
 
 namespace {
@@ -38,13 +40,14 @@ void depthwise_plane(const float* __restrict in, const float* __restrict w, floa
 void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t batch, int64_t channels,
                       const WindowGeometry& g, const float* scale, const float* shift, Activation act) {
     const int64_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w, k2 = g.kernel * g.kernel;
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < batch * channels; ++p) {
-        const int64_t c = p % channels;
-        float* out = y + p * out_plane;
-        depthwise_plane(x + p * in_plane, weights + c * k2, out, g);
-        if (shift) affine_activate_plane(out, out_plane, scale ? scale[c] : 1.0f, shift[c], act);
-    }
+    parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+            const int64_t c = p % channels;
+            float* out = y + p * out_plane;
+            depthwise_plane(x + p * in_plane, weights + c * k2, out, g);
+            if (shift) affine_activate_plane(out, out_plane, scale ? scale[c] : 1.0f, shift[c], act);
+        }
+    }, 1 + 4096 / std::max<int64_t>(1, out_plane * k2));
 }
 
 }  // namespace darknet_py

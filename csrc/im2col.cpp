@@ -2,62 +2,66 @@
 
 #include <algorithm>
 
+#include "parallel.h"
+
 namespace darknet_py {
 
 void im2col(const float* image, const ConvGeometry& g, float* columns) {
     const int64_t oh = g.out_h(), ow = g.out_w(), rows = g.rows();
     // every row is independent: parallel over rows
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
-        const int64_t kx = row % g.kernel_w;
-        const int64_t ky = (row / g.kernel_w) % g.kernel_h;
-        const int64_t c = row / (g.kernel_w * g.kernel_h);
-        const float* plane = image + c * g.height * g.width;
-        float* out = columns + row * oh * ow;
-        for (int64_t y = 0; y < oh; ++y) {
-            const int64_t iy = y * g.stride_h - g.pad_h + ky * g.dilation_h;
-            float* out_row = out + y * ow;
-            if (iy < 0 || iy >= g.height) {
-                for (int64_t x = 0; x < ow; ++x) out_row[x] = 0.f;
-                continue;
+    parallel_for(rows, [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+            const int64_t kx = row % g.kernel_w;
+            const int64_t ky = (row / g.kernel_w) % g.kernel_h;
+            const int64_t c = row / (g.kernel_w * g.kernel_h);
+            const float* plane = image + c * g.height * g.width;
+            float* out = columns + row * oh * ow;
+            for (int64_t y = 0; y < oh; ++y) {
+                const int64_t iy = y * g.stride_h - g.pad_h + ky * g.dilation_h;
+                float* out_row = out + y * ow;
+                if (iy < 0 || iy >= g.height) {
+                    for (int64_t x = 0; x < ow; ++x) out_row[x] = 0.f;
+                    continue;
+                }
+                // columns [first, last) read inside the row, the others are padding
+                const int64_t tap = kx * g.dilation_w - g.pad_w;
+                const int64_t hi = g.width - 1 - tap;  // x*stride_w <= hi
+                const int64_t last = hi < 0 ? 0 : std::min(ow, hi / g.stride_w + 1);
+                const int64_t first = std::min(last, tap >= 0 ? int64_t(0) : (-tap + g.stride_w - 1) / g.stride_w);
+                const float* src = plane + iy * g.width + tap;
+                std::fill(out_row, out_row + first, 0.f);
+                if (g.stride_w == 1) {
+                    std::copy(src + first, src + last, out_row + first);
+                } else {
+                    for (int64_t x = first; x < last; ++x) out_row[x] = src[x * g.stride_w];
+                }
+                std::fill(out_row + last, out_row + ow, 0.f);
             }
-            // columns [first, last) read inside the row, the others are padding
-            const int64_t tap = kx * g.dilation_w - g.pad_w;
-            const int64_t hi = g.width - 1 - tap;  // x*stride_w <= hi
-            const int64_t last = hi < 0 ? 0 : std::min(ow, hi / g.stride_w + 1);
-            const int64_t first = std::min(last, tap >= 0 ? int64_t(0) : (-tap + g.stride_w - 1) / g.stride_w);
-            const float* src = plane + iy * g.width + tap;
-            std::fill(out_row, out_row + first, 0.f);
-            if (g.stride_w == 1) {
-                std::copy(src + first, src + last, out_row + first);
-            } else {
-                for (int64_t x = first; x < last; ++x) out_row[x] = src[x * g.stride_w];
-            }
-            std::fill(out_row + last, out_row + ow, 0.f);
         }
-    }
+    }, 1 + 16384 / std::max<int64_t>(1, oh * ow));
 }
 
 void col2im(const float* columns, const ConvGeometry& g, float* image) {
     const int64_t oh = g.out_h(), ow = g.out_w(), khw = g.kernel_h * g.kernel_w;
     // rows of one channel write to the same plane: parallel over channels, serial inside
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < g.channels; ++c) {
-        float* plane = image + c * g.height * g.width;
-        for (int64_t k = 0; k < khw; ++k) {
-            const int64_t kx = k % g.kernel_w, ky = k / g.kernel_w;
-            const float* in = columns + (c * khw + k) * oh * ow;
-            for (int64_t y = 0; y < oh; ++y) {
-                const int64_t iy = y * g.stride_h - g.pad_h + ky * g.dilation_h;
-                if (iy < 0 || iy >= g.height) continue;
-                float* out_row = plane + iy * g.width;
-                for (int64_t x = 0; x < ow; ++x) {
-                    const int64_t ix = x * g.stride_w - g.pad_w + kx * g.dilation_w;
-                    if (ix >= 0 && ix < g.width) out_row[ix] += in[y * ow + x];
+    parallel_for(g.channels, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+            float* plane = image + c * g.height * g.width;
+            for (int64_t k = 0; k < khw; ++k) {
+                const int64_t kx = k % g.kernel_w, ky = k / g.kernel_w;
+                const float* in = columns + (c * khw + k) * oh * ow;
+                for (int64_t y = 0; y < oh; ++y) {
+                    const int64_t iy = y * g.stride_h - g.pad_h + ky * g.dilation_h;
+                    if (iy < 0 || iy >= g.height) continue;
+                    float* out_row = plane + iy * g.width;
+                    for (int64_t x = 0; x < ow; ++x) {
+                        const int64_t ix = x * g.stride_w - g.pad_w + kx * g.dilation_w;
+                        if (ix >= 0 && ix < g.width) out_row[ix] += in[y * ow + x];
+                    }
                 }
             }
         }
-    }
+    }, 1 + 16384 / std::max<int64_t>(1, khw * oh * ow));
 }
 
 }  // namespace darknet_py

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "parallel.h"
+
 namespace darknet_py {
 
 namespace {
@@ -39,8 +41,9 @@ void maxpool_plane(const float* __restrict in, float* __restrict out, const Wind
 
 void maxpool2d(const float* x, float* y, int64_t planes, const WindowGeometry& g) {
     const int64_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) maxpool_plane(x + p * in_plane, y + p * out_plane, g);
+    parallel_for(planes, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) maxpool_plane(x + p * in_plane, y + p * out_plane, g);
+    }, 1 + 16384 / std::max<int64_t>(1, out_plane * g.kernel * g.kernel));
 }
 
 }  // namespace darknet_py

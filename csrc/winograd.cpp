@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "parallel.h"
+
 namespace darknet_py {
 
 namespace {
@@ -85,11 +87,9 @@ void winograd_input_transform(const float* x, int64_t batch, int64_t channels, i
     // the image rows/columns that land in the padded plane
     const int64_t rows_in = std::max<int64_t>(0, std::min(h, ph - pad));
     const int64_t cols_in = std::max<int64_t>(0, std::min(w, pw - pad));
-#pragma omp parallel
-    {
+    parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
         std::vector<float> padded(ph * pw), rows(36 * tiles_w);
-#pragma omp for schedule(static)
-        for (int64_t p = 0; p < batch * channels; ++p) {
+        for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / channels, c = p % channels;
             std::fill(padded.begin(), padded.end(), 0.0f);
             const float* plane = x + p * h * w;
@@ -98,18 +98,16 @@ void winograd_input_transform(const float* x, int64_t batch, int64_t channels, i
             input_plane(padded.data(), tiles_h, tiles_w, v + c * tiles + b * plane_tiles, channels * tiles,
                         rows.data());
         }
-    }
+    }, 1 + 4096 / plane_tiles);
 }
 
 void winograd_output_transform(const float* m, int64_t batch, int64_t filters, int64_t out_h, int64_t out_w,
                                int64_t tiles_h, int64_t tiles_w, const float* scale, const float* shift,
                                Activation act, float* y) {
     const int64_t tiles = batch * tiles_h * tiles_w, plane_tiles = tiles_h * tiles_w;
-#pragma omp parallel
-    {
+    parallel_for(batch * filters, [&](int64_t begin, int64_t end) {
         std::vector<float> s(24 * tiles_w), y4(16 * tiles_w);
-#pragma omp for schedule(static)
-        for (int64_t p = 0; p < batch * filters; ++p) {
+        for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / filters, f = p % filters;
             float* out = y + p * out_h * out_w;
             for (int64_t ty = 0; ty < tiles_h; ++ty) {
@@ -122,7 +120,7 @@ void winograd_output_transform(const float* m, int64_t batch, int64_t filters, i
                               out + (4 * ty + i) * out_w);
             }
         }
-    }
+    }, 1 + 4096 / plane_tiles);
 }
 
 }  // namespace darknet_py

@@ -1,12 +1,5 @@
 """The compiled extensions: `_C` (C++ CPU kernels, always built, required) and `cuda_ext` (the `_cuda` CUDA
 kernels, None where the package was built without nvcc). CuPy is imported only by gpu_info(), on demand."""
-import os
-
-# _C's OpenMP threads alternate with OpenBLAS's own threads inside every forward. libgomp's default lets idle
-# threads spin for a while, which on a machine with few cores takes the CPU from the next GEMM (a 1x1
-# convolution ran 30x slower); passive waiting does not. libgomp reads this once, when _C first loads it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 try:
     from . import _C
 except ImportError as e:   # a source checkout that was never built, or a build for another Python

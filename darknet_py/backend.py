@@ -17,6 +17,7 @@ columns im2col never wrote), and the formula above, the standard dilated convolu
 with darknet's receptive-field offset, is what is computed here.
 """
 import functools
+import itertools
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,11 +84,12 @@ class _Geometry:
 
 
 class _ParallelGemm:
-    """Large GEMMs cut in one part per BLAS thread (the rows of the left matrix, or the matrices of a stack), run
-    on a thread pool with BLAS single-threaded meanwhile. OpenBLAS's own threads busy-wait for each other: on a
-    machine whose cores other processes also use, a 2-thread GEMM measured 4x slower than a 1-thread one, while
-    independent parts only wait when they end. The part count is BLAS's thread count at the call, so
-    threadpoolctl limits and OPENBLAS_NUM_THREADS apply; without threadpoolctl or OpenBLAS, plain np.matmul."""
+    """Large GEMMs cut in parts (the rows of the left matrix, or the matrices of a stack) that the caller and a
+    thread pool claim in turn, with BLAS single-threaded meanwhile. OpenBLAS's own threads busy-wait for each
+    other: on a machine whose cores other processes also use, a 2-thread GEMM measured 4x slower than a
+    1-thread one. Here the caller runs every part no worker has claimed, so it never waits for a worker that has
+    not started. Two parts per BLAS thread, that count read at each call (threadpoolctl limits and
+    OPENBLAS_NUM_THREADS apply); without threadpoolctl or OpenBLAS, plain np.matmul."""
 
     MIN_FLOPS = 4e6     # below this, one call is cheaper than the hand-off
 
@@ -105,24 +107,33 @@ class _ParallelGemm:
         threads = self.blas.get_num_threads() if self.blas is not None else 1
         stacked = a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]
         axis_len = a.shape[0] if stacked else a.shape[-2]
-        parts = min(threads, axis_len)
+        parts = min(2 * threads, axis_len)
         broadcast = b.shape[0] if b.ndim == 3 and a.ndim == 2 else 1
-        if parts < 2 or 2.0 * a.size * b.shape[-1] * broadcast < self.MIN_FLOPS:
+        if threads < 2 or parts < 2 or 2.0 * a.size * b.shape[-1] * broadcast < self.MIN_FLOPS:
             return np.matmul(a, b, out=out)
-        if self.workers < parts - 1:
-            self.pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="darknet_py-gemm")
-            self.workers = parts - 1
+        if self.workers < threads - 1:
+            self.pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="darknet_py-gemm")
+            self.workers = threads - 1
         bounds = np.linspace(0, axis_len, parts + 1).astype(int)
         if stacked:
             jobs = [(a[i:j], b[i:j], out[i:j]) for i, j in zip(bounds[:-1], bounds[1:])]
         else:
             jobs = [(a[..., i:j, :], b, out[..., i:j, :]) for i, j in zip(bounds[:-1], bounds[1:])]
+        claim = itertools.count().__next__      # atomic under the GIL
+
+        def run_parts():
+            for k in iter(claim, None):
+                if k >= len(jobs):
+                    return
+                np.matmul(jobs[k][0], jobs[k][1], out=jobs[k][2])
+
         self.blas.set_num_threads(1)
         try:
-            futures = [self.pool.submit(np.matmul, x, y, out=o) for x, y, o in jobs[1:]]
-            np.matmul(*jobs[0][:2], out=jobs[0][2])
-            for future in futures:
-                future.result()
+            helpers = [self.pool.submit(run_parts) for _ in range(threads - 1)]
+            run_parts()
+            for helper in helpers:
+                if not helper.cancel():     # it started: wait for the part it runs
+                    helper.result()
         finally:
             self.blas.set_num_threads(threads)
         return out

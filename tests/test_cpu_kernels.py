@@ -185,3 +185,25 @@ def test_parallel_matmul_matches_numpy(shapes, monkeypatch):
         got = backend.parallel_matmul(a, b, np.full(expected.shape, np.nan, np.float32))
     assert backend._parallel_gemm.blas is None or backend._parallel_gemm.workers >= 1   # it did split
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_give_the_same_result_with_any_thread_count():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 24, 17, 15)).astype(np.float32)
+    w = rng.normal(size=(24, 1, 5, 5)).astype(np.float32)
+    shift = rng.normal(size=24).astype(np.float32)
+    saved = _C.num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 5):
+            _C.set_num_threads(threads)
+            assert _C.num_threads() == threads
+            results.append((_C.depthwise_conv2d(x, w, 2, 1, 2, 1, 8, 11, None, shift, "mish"),
+                            _C.winograd_input(x, 1, 5, 4), _C.maxpool2d(x, 3, 2, 2, 1, 9, 8)))
+    finally:
+        _C.set_num_threads(saved)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=">= 1"):
+        _C.set_num_threads(0)

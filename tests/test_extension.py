@@ -69,8 +69,8 @@ def test_col2im_accumulates_overlapping_patches():
     np.testing.assert_array_equal(image[0], [[4, 6, 4], [6, 9, 6], [4, 6, 4]])
 
 
-def test_openmp_threads_is_a_positive_int():
-    assert isinstance(_ext._C.openmp_threads(), int) and _ext._C.openmp_threads() >= 1
+def test_num_threads_is_a_positive_int():
+    assert isinstance(_ext._C.num_threads(), int) and _ext._C.num_threads() >= 1
 
 
 @pytest.mark.parametrize("call, message", [

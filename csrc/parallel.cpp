@@ -1,0 +1,125 @@
+#include "parallel.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace darknet_py {
+
+namespace {
+
+struct Job {
+    const std::function<void(int64_t, int64_t)>* body;
+    int64_t n, chunks;
+    std::atomic<int64_t> next{0}, finished{0};
+};
+
+// Runs the job's unclaimed chunks; returns when none is left to claim.
+void run_chunks(Job& job) {
+    for (int64_t i; (i = job.next.fetch_add(1)) < job.chunks;) {
+        (*job.body)(job.n * i / job.chunks, job.n * (i + 1) / job.chunks);
+        job.finished.fetch_add(1);
+    }
+}
+
+thread_local bool inside_parallel = false;
+
+class Pool {
+  public:
+    static Pool& instance() {
+        static Pool* pool = new Pool();   // never destroyed: workers may outlive static destruction at exit
+        return *pool;
+    }
+
+    int threads() const { return threads_.load(); }
+    void set_threads(int threads) { threads_.store(std::max(1, threads)); }
+
+    void run(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t min_chunk) {
+        const int threads = this->threads();
+        const int64_t chunks = std::min<int64_t>(4 * threads, n / std::max<int64_t>(1, min_chunk));
+        std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+        if (threads < 2 || chunks < 2 || inside_parallel || !busy.owns_lock()) {
+            body(0, n);
+            return;
+        }
+        start_workers(threads - 1);
+        auto job = std::make_shared<Job>();
+        job->body = &body;
+        job->n = n;
+        job->chunks = chunks;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = job;
+            active_ = threads - 1;
+            ++generation_;
+        }
+        wake_.notify_all();
+        inside_parallel = true;
+        run_chunks(*job);
+        inside_parallel = false;
+        // only chunks that a worker already claimed are left: wait for them
+        while (job->finished.load() < job->chunks) std::this_thread::yield();
+        std::lock_guard<std::mutex> lock(mutex_);
+        job_.reset();   // a worker that wakes late finds no job
+    }
+
+  private:
+    Pool() {
+        cpu_set_t set;
+        int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                                : int(std::thread::hardware_concurrency());
+        threads_.store(std::max(1, cpus));
+    }
+
+    void start_workers(int count) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        while (int(workers_.size()) < count) {
+            const int rank = int(workers_.size()) + 1;
+            workers_.emplace_back([this, rank] { worker(rank); });
+            workers_.back().detach();
+        }
+    }
+
+    void worker(int rank) {
+        inside_parallel = true;
+        uint64_t seen = 0;
+        for (;;) {
+            std::shared_ptr<Job> job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (rank > active_) continue;   // more workers than this call's thread count
+                job = job_;
+            }
+            if (job) run_chunks(*job);
+        }
+    }
+
+    std::atomic<int> threads_{1};
+    std::mutex run_mutex_, mutex_;
+    std::condition_variable wake_;
+    std::vector<std::thread> workers_;
+    std::shared_ptr<Job> job_;
+    uint64_t generation_ = 0;
+    int active_ = 0;
+};
+
+}  // namespace
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t min_chunk) {
+    if (n <= 0) return;
+    Pool::instance().run(n, body, min_chunk);
+}
+
+int num_threads() { return Pool::instance().threads(); }
+
+void set_num_threads(int threads) { Pool::instance().set_threads(threads); }
+
+}  // namespace darknet_py

@@ -1,0 +1,20 @@
+// The kernels' thread pool. parallel_for splits [0, n) into chunks that the calling thread and the pool's workers
+// claim from a shared counter: the caller never waits for a worker that has not started yet (it runs the
+// unclaimed chunks itself), only for chunks already running. On cores shared with other processes, where a
+// woken worker may wait milliseconds for a CPU, this keeps a kernel from stalling as fork-join (OpenMP) does.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace darknet_py {
+
+// body(begin, end) for consecutive ranges covering [0, n), in parallel; at most `max_chunks` ranges (0: a few
+// per thread), each at least `min_chunk` long. Calls from inside a body, or while another thread's parallel_for
+// holds the pool, run serially on the calling thread.
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t min_chunk = 1);
+
+// Threads parallel_for uses, the caller included (default: the CPUs this process may run on).
+int num_threads();
+void set_num_threads(int threads);
+
+}  // namespace darknet_py
