@@ -8,7 +8,11 @@ backward, one update (training.py). Per iteration it prints darknet's lines
     <iteration>, <epoch>: <loss>, <avg loss> avg, <rate> rate, <seconds> seconds, <seen> images, <h> hours left
 with a progress bar on stderr; avg loss = .9 avg + .1 loss. It saves, in the .data `backup` folder,
 `<cfgbase>_<iteration>.weights` every 1000 iterations, `<cfgbase>_last.weights` every 100 and
-`<cfgbase>_final.weights` at the end (darknet's names and periods; the Python API can change the periods).
+`<cfgbase>_final.weights` at the end (darknet's names and periods; .data `saveweights=` / `savelast=`, as for
+the detector, or the Python API change the periods). Saves are atomic (weights.save_weights): a run killed at
+any moment loses at most the iterations since the last `_last` save.
+Unreadable or corrupt images in the train list are reported once each on stderr, replaced by other random
+draws and counted on the `Skipped ...` line at the end; a list with no readable image is an error.
 With -topk, top-1/top-k on the `valid` list run about every 2 epochs (darknet: at least every burn_in and 100
 iterations) and at the end. chart.png shows the avg loss and top-k over iterations.
 A NaN/Inf loss stops training with the iteration and the first layer whose output is not finite; checkpoints
@@ -176,8 +180,8 @@ class Chart:
 
 
 def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=False, chart="chart.png",
-                     device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=SAVE_EVERY,
-                     last_every=LAST_EVERY, topk_every=None, threads=2, seed=None, progress=True, out=None):
+                     device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=None,
+                     last_every=None, topk_every=None, threads=2, seed=None, progress=True, out=None):
     """Darknet's train_classifier. batch/subdivisions/max_batches override the cfg's (batch is the
     mini-batch); topk_every overrides darknet's top-k period. Returns a dict: iteration, seen, loss, avg_loss,
     rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights)."""
@@ -203,6 +207,10 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
     base = cfg_base(cfg_path)
     backup = Path(data.backup)
     backup.mkdir(parents=True, exist_ok=True)
+    if save_every is None:
+        save_every = data.get_int("saveweights", SAVE_EVERY, minimum=1)
+    if last_every is None:
+        last_every = data.get_int("savelast", LAST_EVERY, minimum=1)
     paths = read_list(data.train)
     valid_paths = read_list(data.valid) if calc_topk else []
     topk = min(int(data.get("top", 5)), data.classes)
@@ -264,13 +272,21 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
                 iter_save_last = iteration
                 save_weights(net, str(backup / f"{base}_last.weights"))
                 chart.save()
+        skipped = (loader.skipped, len(loader.reported))
     bar.close()
     final = backup / f"{base}_final.weights"
     save_weights(net, str(final))
     chart.save()
+    print_skipped(*skipped, out)
     print(f"Saved {final}", file=out)
     return {"iteration": iteration, "seen": net.seen, "loss": loss, "avg_loss": avg_loss, "rate": network_rate(net),
-            "topk": topk_results, "final": str(final), "net": net}
+            "topk": topk_results, "final": str(final), "skipped": skipped[1], "net": net}
+
+
+def print_skipped(draws, images, out):
+    """The training summary line of unreadable images (each was named on stderr when first met)."""
+    if draws:
+        print(f"Skipped {images} unreadable images ({draws} random draws replaced by other images)", file=out)
 
 
 def _seed_layers(net, seed):

@@ -71,7 +71,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
     """Darknet's train_detector. batch/subdivisions/max_batches override the cfg's (batch is the mini-batch).
     Returns a dict: iteration, seen, loss, avg_loss, maps (list of (iteration, mAP)), best_map, final (path)."""
     from tqdm import tqdm
-    from .classifier import Chart, _build, cfg_base
+    from .classifier import Chart, _build, cfg_base, print_skipped
     from .data import read_list
     from .datafile import read_data_file
     from .detector import validate_map
@@ -113,10 +113,14 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
           f"Weights are saved after: {save_every} iterations. Last weights (*_last.weight) are stored every "
           f"{last_every} iterations.\n{len(paths)} training images", file=out)
 
+    reported, skipped_draws = set(), 0
+
     def loader_for(network):
         aug = DetectionAugmentation.from_network(network, network.width, network.height)
-        return DetectionBatches(paths, aug, network.options.mini_batch, threads=threads,
-                                seed=int(rng.integers(2 ** 31)), workers=workers)
+        batches = DetectionBatches(paths, aug, network.options.mini_batch, threads=threads,
+                                   seed=int(rng.integers(2 ** 31)), workers=workers)
+        batches.reported = reported     # one warning per unreadable image over the whole run, across resizes
+        return batches
 
     iteration = current_iteration(net)
     iter_save = iter_save_last = iter_map = iteration
@@ -135,6 +139,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
                 w, h = random_size(rng, init_w, init_h, coef, o.resize_step, largest)
                 print(f"Resizing, random_coef = {coef:.2f} \n\n {w} x {h} ", file=out)
                 loader.close()
+                skipped_draws += loader.skipped
                 net = resized_network(net, w, h)
                 head = last_detection_layer(net)
                 loader = loader_for(net)
@@ -189,13 +194,15 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
     finally:
         loader.close()
         bar.close()
+    skipped_draws += loader.skipped
     final = backup / f"{base}_final.weights"
     save_weights(net, str(final))
     chart.save()
+    print_skipped(skipped_draws, len(reported), out)
     print(f"Saved {final}\nIf you want to train from the beginning, then use flag in the end of training "
           f"command: -clear ", file=out)
     return {"iteration": iteration, "seen": net.seen, "loss": loss, "avg_loss": avg_loss, "maps": maps,
-            "best_map": best_map, "final": str(final), "net": net}
+            "best_map": best_map, "final": str(final), "skipped": len(reported), "net": net}
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
