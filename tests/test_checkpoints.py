@@ -274,3 +274,70 @@ def test_sigkill_at_every_save_step_and_at_random_moments_then_resume(tmp_path):
     check_resumed(trainer, resumed_at)
     assert trainer.weights_files()["tiny_final.weights"] == resumed_at + 3
     assert len(trainer.temp_files()) == temps
+
+
+# -- training lists with unreadable images ---------------------------------------------------------------------
+def bad_images(folder, label):
+    """A missing path, a truncated PNG, a truncated JPEG and a text file named .jpg, each with `label` in its
+    name."""
+    folder.mkdir(exist_ok=True)
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    missing = folder / f"missing_{label}.png"
+    png, jpeg, text = folder / f"cut_{label}.png", folder / f"cut_{label}.jpg", folder / f"notes_{label}.jpg"
+    for path, kind in ((png, "PNG"), (jpeg, "JPEG")):
+        picture.save(path, kind)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    text.write_text("these are notes, not a picture\n")
+    return [str(p) for p in (missing, png, jpeg, text)]
+
+
+def check_reported_and_counted(bad, out, err):
+    warnings = [line for line in err.splitlines() if "unreadable image" in line]
+    for path in bad:
+        assert sum(path in line for line in warnings) == 1, (path, warnings)      # once, by path
+    assert len(warnings) == len(bad), warnings
+    skipped = re.search(r"^Skipped (\d+) unreadable images \((\d+) random draws replaced by other images\)$", out,
+                        re.M)
+    assert skipped and int(skipped[1]) == len(bad) and int(skipped[2]) >= len(bad), out[-500:]
+
+
+def check_all_bad_is_one_error(argv, capfd):
+    from darknet_py.cli import main
+    assert main(argv) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "none of the 4 images" in err[0], err
+
+
+def test_classifier_train_skips_and_counts_unreadable_images(tmp_path, capfd):
+    from darknet_py.cli import main
+    trainer = Trainer(tmp_path)
+    bad = bad_images(tmp_path / "bad", LABELS[0])
+    good = (tmp_path / "train.list").read_text().split()[:2]
+    (tmp_path / "train.list").write_text("\n".join(good + bad) + "\n")
+    argv = ["classifier", "train", str(trainer.data), str(tmp_path / "tiny.cfg"), "-dont_show", "--max_batches",
+            "12", "-chart", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert [int(m[0]) for m in LINE.findall(out)] == list(range(1, 13))      # training went on
+    check_reported_and_counted(bad, out, err)
+    assert trainer.weights_files()["tiny_final.weights"] == 12
+    (tmp_path / "train.list").write_text("\n".join(bad) + "\n")
+    check_all_bad_is_one_error(argv, capfd)
+
+
+def test_detector_train_skips_and_counts_unreadable_images(tmp_path, capfd):
+    from darknet_py.cli import main
+    from test_detector_train import make_dataset
+    data, cfg = make_dataset(tmp_path, 12)
+    cfg.write_text(cfg.read_text() + "random=1\n")     # multi-scale: a new loader after iteration 10
+    train_list = tmp_path / "ds" / "train.txt"
+    bad = bad_images(tmp_path / "bad", "shape")
+    good = train_list.read_text().split()[:2]
+    train_list.write_text("\n".join(good + bad) + "\n")
+    argv = ["detector", "train", str(data), str(cfg), "-dont_show", "-chart", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert re.search(r"^ 12: ", out, re.M) and out.count("Resizing") == 2
+    check_reported_and_counted(bad, out, err)
+    train_list.write_text("\n".join(bad) + "\n")
+    check_all_bad_is_one_error(argv, capfd)
