@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -264,9 +265,22 @@ _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else
 _WORKER_SOURCE = None   # the _BatchSource of a worker process, set once by its initializer
 
 
-def _init_worker(source):
+def _init_worker(source, owner):
     global _WORKER_SOURCE
     _WORKER_SOURCE = source
+    if os.name == "posix":      # on Windows os.kill(pid, 0) would terminate the owner
+        threading.Thread(target=_exit_without, args=(owner,), daemon=True, name="darknet-data-owner").start()
+
+
+def _exit_without(owner):
+    """A trainer killed with SIGKILL cannot stop its workers (nor can a forkserver's, whose parent is the
+    forkserver): each worker checks that the process `owner` still exists and exits once it does not."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(owner, 0)
+        except (ProcessLookupError, PermissionError):   # PermissionError: the pid is another user's now
+            os._exit(0)
 
 
 def _worker_batch(k):
@@ -308,7 +322,7 @@ class ClassifierBatches:
         if workers == "process":
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 threads, mp_context=multiprocessing.get_context(_START_METHOD), initializer=_init_worker,
-                initargs=(self._source,))
+                initargs=(self._source, os.getpid()))
         else:
             self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="darknet-data")
         self._depth = 2 * threads

@@ -19,6 +19,7 @@ import collections
 import concurrent.futures
 import math
 import multiprocessing
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,7 +257,7 @@ class DetectionBatches(ClassifierBatches):
         if workers == "process":
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 threads, mp_context=multiprocessing.get_context("forkserver"), initializer=_init_worker,
-                initargs=(self._source,))
+                initargs=(self._source, os.getpid()))
         else:
             self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="darknet-data")
         self._depth = 2 * threads

@@ -341,3 +341,55 @@ def test_detector_train_skips_and_counts_unreadable_images(tmp_path, capfd):
     check_reported_and_counted(bad, out, err)
     train_list.write_text("\n".join(bad) + "\n")
     check_all_bad_is_one_error(argv, capfd)
+
+
+def descendants(pid):
+    """Pids of every process below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.isdigit():
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def is_python(pid):
+    """Whether `pid` is (still) a Python process (a reused pid is not one of ours)."""
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_sigkilled_detector_training_leaves_no_loader_processes(tmp_path):
+    """detector train loads in forkserver worker processes; SIGKILL of the trainer must not orphan them."""
+    from test_detector_train import make_dataset
+    data, cfg = make_dataset(tmp_path, 100000)
+    out = tmp_path / "out.txt"
+    with open(out, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "darknet_py", "detector", "train", str(data), str(cfg),
+                                 "-dont_show", "--threads", "2", "-chart", str(tmp_path / "c.png")],
+                                stdout=log, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.monotonic() + 60
+    while not re.search(r"^ 1: ", out.read_text(), re.M):
+        assert proc.poll() is None and time.monotonic() < deadline, "detector train did not reach iteration 1"
+        time.sleep(0.05)
+    helpers = descendants(proc.pid)
+    assert len(helpers) >= 3, helpers             # forkserver, 2 workers (and the resource tracker)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while (alive := [pid for pid in helpers if is_python(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:           # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"{len(alive)} of {len(helpers)} loader processes outlived the killed trainer"
