@@ -18,6 +18,10 @@ class DarknetDataError(DarknetError):
     """A .data file, image list, labels file or image that cannot be used for training or prediction."""
 
 
+class DarknetMemoryError(DarknetError):
+    """A run that needs more memory than the device has available."""
+
+
 def located(path, line, message):
     """`path:line: message`, the form compilers use, so editors can jump to it."""
     where = f"{path}:{line}" if line else f"{path}"

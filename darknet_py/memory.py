@@ -9,16 +9,12 @@ DARKNET_PY_MEMORY_CHECK=0 (or `darknet-py --no-memory-check`, or `net.memory_che
 import os
 import re
 
-from .errors import DarknetError
+from .errors import DarknetMemoryError
 
 LIMIT_ENV = "DARKNET_PY_MEMORY_LIMIT"
 CHECK_ENV = "DARKNET_PY_MEMORY_CHECK"
 MIB = 1024 * 1024
 _UNITS = {"": 1, "K": 1024, "M": MIB, "G": 1024 * MIB, "T": 1024 * 1024 * MIB}
-
-
-class DarknetMemoryError(DarknetError):
-    """A run that needs more memory than the device has available."""
 
 
 def parse_size(text, source=LIMIT_ENV):

@@ -107,13 +107,16 @@ def weights_bytes(net, cutoff=None):
 
 def save_weights(net, path, cutoff=None):
     """Write a darknet .weights file atomically: a temporary file in the same folder, fsync, rename, then fsync
-    of the folder, so that a crash at any moment leaves either the old file or the complete new one."""
+    of the folder, so that a crash at any moment leaves either the old file or the complete new one. The file
+    gets the mode open() would give it (0666 less the umask), not mkstemp's 0600."""
     payload = weights_bytes(net, cutoff)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".weights-", dir=folder)
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):   # POSIX; Windows has no group/other permission bits to widen
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
@@ -125,6 +128,21 @@ def save_weights(net, path, cutoff=None):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask():
+    """The process umask. Linux reports it in /proc/self/status; elsewhere os.umask must set it to read it, so it
+    is set straight back (a file another thread creates in between may get mode 0666 & ~0o022)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder):

@@ -1,4 +1,6 @@
 """Darknet .weights reading and writing: byte-identical round trips of files darknet wrote, clear errors."""
+import os
+import stat
 import warnings
 
 import numpy as np
@@ -163,3 +165,27 @@ def test_save_without_weights_is_an_error(tmp_path):
     with pytest.raises(DarknetWeightsError, match="layer 0 .* no 'biases' to save"):
         save_weights(tiny_net(tmp_path), tmp_path / "x.weights")
     assert not (tmp_path / "x.weights").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000])
+@pytest.mark.parametrize("umask_source", ["proc", "os.umask"])
+def test_saved_file_mode_is_what_open_gives(tmp_path, monkeypatch, umask, umask_source):
+    """mkstemp makes 0600 files; the renamed .weights must have the mode a plain open() would give it."""
+    import darknet_py.weights as weights_module
+    if umask_source == "os.umask":       # the fallback where /proc/self/status cannot be read
+        monkeypatch.setattr(weights_module, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")),
+                            raising=False)
+    net = init_weights(tiny_net(tmp_path))
+    previous = os.umask(umask)
+    try:
+        reference = tmp_path / "reference"
+        reference.open("wb").close()
+        save_weights(net, tmp_path / "new.weights")
+        save_weights(net, tmp_path / "new.weights")      # replacing an existing file: the same mode
+        assert os.umask(umask) == umask                  # the fallback put the umask back
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE(reference.stat().st_mode)
+    assert expected == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "new.weights").stat().st_mode) == expected
