@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DarknetDataError
+from .errors import DarknetDataError, DarknetError
 from .imageops import (center_crop_input, distort_image, flip_image, gaussian_blur, load_image, resize_image,
                        rotate_crop_image)
 
@@ -179,6 +179,30 @@ def augment_image(im, aug, rng):
 
 
 # -- batches ----------------------------------------------------------------------------------------------
+def readable_draws(source, rng, skipped, load):
+    """[(index, load(path, rng))] for `source.batch_size` random entries of `source.paths` (with replacement,
+    as darknet's get_random_paths). A path `load` cannot read (DarknetError) is recorded in `source.bad`,
+    appended to `skipped` with its reason and replaced by another draw; it is skipped (and counted again) when
+    drawn later. A list in which no image can be read is an error."""
+    drawn = []
+    while len(drawn) < source.batch_size:
+        if len(source.bad) >= source.distinct:
+            reason = list(source.bad.values())[0]   # a copy: other threads may add to it
+            raise DarknetDataError(f"none of the {source.distinct} images in the list could be read; first: "
+                                   f"{reason}")
+        index = int(rng.integers(len(source.paths)))
+        path = source.paths[index]
+        if path in source.bad:   # counted again: `skipped` counts replaced draws, the same for any workers
+            skipped.append((path, source.bad[path]))
+            continue
+        try:
+            drawn.append((index, load(path, rng)))
+        except DarknetError as e:
+            source.bad[path] = str(e)
+            skipped.append((path, str(e)))
+    return drawn
+
+
 class _BatchSource:
     """Everything a worker needs to build batch k on its own; batch k depends only on (seed, k)."""
 
@@ -196,25 +220,10 @@ class _BatchSource:
 
     def draw(self, rng, skipped):
         """batch_size random images and their class indices; unreadable ones are replaced by other draws."""
-        images, indices = [], []
-        while len(images) < self.batch_size:
-            if len(self.bad) >= self.distinct:
-                reason = list(self.bad.values())[0]   # a copy: other threads may add to it
-                raise DarknetDataError(f"none of the {self.distinct} images in the list could be read; first: "
-                                       f"{reason}")
-            index = int(rng.integers(len(self.paths)))
-            path = self.paths[index]
-            if path in self.bad:   # counted again: `skipped` counts replaced draws, the same for any workers
-                skipped.append((path, self.bad[path]))
-                continue
-            try:
-                images.append(self.image(path, rng))
-            except DarknetDataError as e:
-                self.bad[path] = str(e)
-                skipped.append((path, str(e)))
-                continue
-            indices.append(index)
-        return np.stack(images), truth_matrix(self.classes_of[indices], self.classes, self.aug.label_smooth_eps)
+        drawn = readable_draws(self, rng, skipped, self.image)
+        indices = [index for index, _ in drawn]
+        return (np.stack([image for _, image in drawn]),
+                truth_matrix(self.classes_of[indices], self.classes, self.aug.label_smooth_eps))
 
     def batch(self, k):
         rng = np.random.default_rng([self.seed, k])
@@ -262,7 +271,7 @@ def _mix(x, truth, i, kind, others, rng):
 # fork: a worker starts in milliseconds and does not re-import the user's main script (spawn and forkserver
 # re-run an unguarded script in every worker). Where fork does not exist (Windows, macOS default), spawn.
 _START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-_WORKER_SOURCE = None   # the _BatchSource of a worker process, set once by its initializer
+_WORKER_SOURCE = None   # the batch source (with batch(k)) of a worker process, set once by its initializer
 
 
 def _init_worker(source, owner):
@@ -301,18 +310,29 @@ class ClassifierBatches:
     An unreadable image is reported once on stderr, replaced by another random one and counted in `skipped`;
     only a list in which no image can be read is an error. `wait_seconds`: how long the last next() waited."""
 
+    _start_method = _START_METHOD   # of worker processes
+
     def __init__(self, paths, labels, options, batch_size, augment, threads=2, seed=None, workers="thread"):
+        paths = list(paths)
+        seed = self._check(paths, batch_size, workers, seed)
+        aug = Augmentation.from_options(options)
+        self._start(_BatchSource(paths, class_indices(paths, labels), len(labels), aug, batch_size, augment, seed),
+                    threads, workers)
+
+    @staticmethod
+    def _check(paths, batch_size, workers, seed):
+        """Refuses arguments no batch can come from; returns the seed (a random one for None)."""
         if batch_size < 1:
             raise DarknetDataError(f"batch size must be >= 1; got {batch_size}")
         if not paths:
             raise DarknetDataError("no image paths to train on")
         if workers not in ("process", "thread"):
             raise ValueError(f"workers must be 'process' or 'thread'; got {workers!r}")
-        paths = list(paths)
-        seed = np.random.SeedSequence().entropy if seed is None else seed
-        aug = Augmentation.from_options(options)
-        self._source = _BatchSource(paths, class_indices(paths, labels), len(labels), aug, batch_size, augment,
-                                    seed)
+        return np.random.SeedSequence().entropy if seed is None else seed
+
+    def _start(self, source, threads, workers):
+        """Starts `threads` workers building batches of `source` (its batch(k)), 2 per worker ahead of use."""
+        self._source = source
         self.wait_seconds = 0.0
         self.skipped = 0
         self.reported = set()
@@ -321,7 +341,7 @@ class ClassifierBatches:
         threads = max(1, int(threads))
         if workers == "process":
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                threads, mp_context=multiprocessing.get_context(_START_METHOD), initializer=_init_worker,
+                threads, mp_context=multiprocessing.get_context(self._start_method), initializer=_init_worker,
                 initargs=(self._source, os.getpid()))
         else:
             self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="darknet-data")

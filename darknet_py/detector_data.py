@@ -15,18 +15,14 @@ Known differences: darknet's OpenCV path does the HSV jitter on 8-bit pixels (hu
 wrapping); here it is imageops.distort_image, darknet's float HSV, on float pixels. mosaic, mixup, blur and
 gaussian_noise are refused rather than silently skipped.
 """
-import collections
-import concurrent.futures
 import math
-import multiprocessing
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .data import ClassifierBatches, _init_worker, _rand_scale
+from .data import ClassifierBatches, _rand_scale, readable_draws
 from .detection import label_path, read_truth
-from .errors import DarknetDataError, DarknetError
+from .errors import DarknetError
 from .imageops import distort_image, flip_image, load_image
 
 DETECTION_HEADS = ("yolo", "Gaussian_yolo", "region")
@@ -208,28 +204,16 @@ class _DetectionSource:
         self.bad = {}
         self.distinct = len(set(paths))
 
+    def sample(self, path, rng):
+        im = load_image(path, self.aug.channels)
+        ids, boxes = read_labels(path)
+        return augment_detection(im, ids, boxes, self.aug, rng)
+
     def batch(self, k):
         rng = np.random.default_rng([self.seed, k])
-        images, truths, skipped = [], [], []
-        while len(images) < self.batch_size:
-            if len(self.bad) >= self.distinct:
-                raise DarknetDataError(f"none of the {self.distinct} images in the list could be read; first: "
-                                       f"{next(iter(self.bad.values()))}")
-            path = self.paths[int(rng.integers(len(self.paths)))]
-            if path in self.bad:
-                skipped.append((path, self.bad[path]))
-                continue
-            try:
-                im = load_image(path, self.aug.channels)
-                ids, boxes = read_labels(path)
-            except DarknetError as e:
-                self.bad[path] = str(e)
-                skipped.append((path, str(e)))
-                continue
-            x, truth = augment_detection(im, ids, boxes, self.aug, rng)
-            images.append(x)
-            truths.append(truth)
-        return np.stack(images), np.stack(truths), skipped
+        skipped = []
+        samples = [sample for _, sample in readable_draws(self, rng, skipped, self.sample)]
+        return np.stack([x for x, _ in samples]), np.stack([truth for _, truth in samples]), skipped
 
 
 class DetectionBatches(ClassifierBatches):
@@ -241,24 +225,11 @@ class DetectionBatches(ClassifierBatches):
     Random images with replacement (darknet's get_random_paths); unreadable images are reported once by
     path, replaced and counted in `skipped`."""
 
+    # forkserver rather than fork: the trainer starts loaders while its engine threads run (again at every
+    # multi-scale resize), and a child forked from a threaded process can inherit a held lock
+    _start_method = "forkserver"
+
     def __init__(self, paths, aug, batch_size, threads=2, seed=None, workers="process"):
-        if batch_size < 1:
-            raise DarknetDataError(f"batch size must be >= 1; got {batch_size}")
-        if not paths:
-            raise DarknetDataError("no image paths to train on")
-        seed = np.random.SeedSequence().entropy if seed is None else seed
-        self._source = _DetectionSource(list(paths), aug, batch_size, seed)
-        self.wait_seconds = 0.0
-        self.skipped = 0
-        self.reported = set()
-        self._next_k = 0
-        self._pending = collections.deque()
-        threads = max(1, int(threads))
-        if workers == "process":
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                threads, mp_context=multiprocessing.get_context("forkserver"), initializer=_init_worker,
-                initargs=(self._source, os.getpid()))
-        else:
-            self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="darknet-data")
-        self._depth = 2 * threads
-        self._fill()
+        paths = list(paths)
+        seed = self._check(paths, batch_size, workers, seed)
+        self._start(_DetectionSource(paths, aug, batch_size, seed), threads, workers)
