@@ -207,3 +207,57 @@ def test_kernels_give_the_same_result_with_any_thread_count():
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=">= 1"):
         _C.set_num_threads(0)
+
+
+CONV_NET = """[net]
+width=9
+height=10
+channels=16
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+pad=1
+activation=mish
+
+[convolutional]
+filters=16
+groups=16
+size=5
+stride=2
+pad=1
+batch_normalize=1
+activation=swish
+
+[maxpool]
+size=2
+stride=1
+"""
+
+
+def test_inference_forward_and_backward_of_the_fused_path_match_float64(tmp_path):
+    """The float32 fused kernels (Winograd, depthwise, max pooling) against the unfused NumPy path in float64;
+    a backward() after the inference forward recomputes what the forward did not keep."""
+    import darknet_py
+    path = tmp_path / "c.cfg"
+    path.write_text(CONV_NET)
+    nets = [darknet_py.load(path, quiet=True) for _ in range(2)]
+    nets[1].ops = NumpyOps(np.float64)
+    rng = np.random.default_rng(2)
+    for i in (0, 1):
+        for name, shape in nets[0].layers[i].weight_layout():
+            value = rng.uniform(0.5, 1.5, shape) if name in ("scales", "rolling_variance") else \
+                rng.normal(0, 0.3, shape)
+            for net in nets:
+                net.layers[i].weights[name] = value.astype(np.float32)
+    x = rng.normal(size=(2, 16, 10, 9)).astype(np.float32)
+    assert NumpyOps()._winograd_fits(x, nets[0].layers[0].weights["weights"], 1, 1, 1, 1)
+    out32, out64 = nets[0].forward(x), nets[1].forward(x.astype(np.float64))
+    assert out32.dtype == np.float32 and nets[0].layers[0]._z is None         # nothing kept for backward
+    np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-4 * np.abs(out64).max())
+    dy = rng.normal(size=out32.shape)
+    dx32, dx64 = nets[0].backward(dy.astype(np.float32)), nets[1].backward(dy)
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-3, atol=1e-4 * np.abs(dx64).max())
+    np.testing.assert_allclose(nets[0].layers[0].grads["weights"], nets[1].layers[0].grads["weights"],
+                               rtol=1e-3, atol=1e-4 * np.abs(nets[1].layers[0].grads["weights"]).max())
