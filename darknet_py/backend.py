@@ -166,7 +166,7 @@ class NumpyOps:
     name = "cpu"
     xp = np
     # darknet_py._C's im2col/col2im (float32 only). Off by default: on the machines measured, NumPy's strided
-    # copies were as fast or faster (3x3 over 64x104x104: im2col 1.5 ms NumPy vs 4-8 ms _C with 2 threads).
+    # copies were about as fast (3x3 stride-2 layers of yolov4-tiny: within the noise of a shared 2-core VM).
     use_extension = False
 
     def __init__(self, dtype=np.float32):
