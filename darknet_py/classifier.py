@@ -23,39 +23,19 @@ prepared as darknet does (darknet_py.data.classify_input); the class of an image
 predict (predict_classifier): the `top` most probable classes (-t, else .data `top`, default 1) as
 `NN.NN%: label` lines, labels from `names` (else `labels`).
 """
-import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .errors import DarknetError
-from .training import current_iteration, images_per_iteration, network_rate, train_iteration
+from .trainer import (Backups, Chart, TrainLoop, build_network, cfg_base, header, network_to_train, print_skipped,
+                      training_device)
+from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
 LAST_EVERY = 100        # darknet: <cfgbase>_last.weights
 VALID_CHUNK = 64        # images per inference forward in validation
-
-
-def cfg_base(cfg_path):
-    """Darknet's basecfg: the cfg file name without folder and extension."""
-    return Path(cfg_path).stem
-
-
-def _build(cfg_path, weights, batch=None, subdivisions=None, device="cpu"):
-    from .network import Network
-    from .weights import init_weights, load_weights
-    net = Network(cfg_path, batch=batch, device=device)
-    if subdivisions is not None:
-        if subdivisions < 1:
-            raise DarknetError(f"subdivisions must be >= 1; got {subdivisions}")
-        net.options.subdivisions = subdivisions
-    if weights is not None:
-        load_weights(net, weights)
-    else:
-        init_weights(net)
-    return net
 
 
 def _check_classes(net, data):
@@ -103,7 +83,7 @@ def validate_classifier(data_path, cfg_path, weights, out=None):
     from .data import read_list
     from .datafile import read_data_file
     data = read_data_file(data_path)
-    net = _build(cfg_path, weights, batch=1)
+    net = build_network(cfg_path, weights, batch=1)
     _check_classes(net, data)
     topk = min(int(data.get("top", 1)), data.classes)
     paths = read_list(data.valid)
@@ -122,7 +102,7 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None):
     from .data import classify_input
     from .datafile import read_data_file
     data = read_data_file(data_path)
-    net = _build(cfg_path, weights, batch=1)
+    net = build_network(cfg_path, weights, batch=1)
     _check_classes(net, data)
     names = data.names or data.labels
     if top <= 0:
@@ -141,72 +121,23 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None):
 
 
 # -- train --------------------------------------------------------------------------------------------
-class Chart:
-    """chart.png: avg loss and top-k accuracy against iterations (matplotlib, Agg)."""
-
-    def __init__(self, path, max_batches, topk_name):
-        self.path, self.max_batches, self.topk_name = path, max_batches, topk_name
-        self.iterations, self.losses, self.topk = [], [], []
-
-    def add_loss(self, iteration, avg_loss):
-        self.iterations.append(iteration)
-        self.losses.append(avg_loss)
-
-    def add_topk(self, iteration, value):
-        self.topk.append((iteration, value))
-
-    def save(self):
-        if self.path is None or not self.iterations:
-            return
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(8, 6), dpi=100)
-        ax.plot(self.iterations, self.losses, color="tab:blue", linewidth=1)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("avg loss", color="tab:blue")
-        ax.set_xlim(0, max(self.max_batches, self.iterations[-1]))
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=.3)
-        if self.topk:
-            acc = ax.twinx()
-            its, values = zip(*self.topk)
-            acc.plot(its, [v * 100 for v in values], "o-", color="tab:red")
-            acc.set_ylabel(f"{self.topk_name} %", color="tab:red")
-            acc.set_ylim(0, 100)
-        fig.tight_layout()
-        fig.savefig(self.path)
-        plt.close(fig)
-
-
 def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=False, chart="chart.png",
                      device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=None,
                      last_every=None, topk_every=None, threads=2, seed=None, progress=True, out=None):
     """Darknet's train_classifier. batch/subdivisions/max_batches override the cfg's (batch is the
     mini-batch); topk_every overrides darknet's top-k period. Returns a dict: iteration, seen, loss, avg_loss,
     rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights)."""
-    from tqdm import tqdm
     from .data import ClassifierBatches, read_list
     from .datafile import read_data_file
-    from .weights import save_weights
 
     out = out or sys.stdout
     data = read_data_file(data_path)
-    net = _build(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
+    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
     _check_classes(net, data)
     o = net.options
-    if max_batches is not None:
-        o.max_batches = max_batches
-    if o.max_batches < 1:
-        raise DarknetError(f"{cfg_path}: [net] max_batches={o.max_batches}; training needs max_batches >= 1 "
-                           f"(darknet would train forever)")
-    if clear:
-        net.seen = 0
     if seed is not None:
         _seed_layers(net, seed)
-    base = cfg_base(cfg_path)
-    backup = Path(data.backup)
-    backup.mkdir(parents=True, exist_ok=True)
+    backups = Backups(data.backup, cfg_path)
     if save_every is None:
         save_every = data.get_int("saveweights", SAVE_EVERY, minimum=1)
     if last_every is None:
@@ -216,77 +147,50 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
     topk = min(int(data.get("top", 5)), data.classes)
     topk_name = f"top{topk}"
     chart = Chart(chart, o.max_batches, topk_name)
-    print(f"{base}\nLearning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}\n"
-          f"{len(paths)} training images", file=out)
+    print(f"{header(cfg_base(cfg_path), o)}\n{len(paths)} training images", file=out)
 
     iteration = current_iteration(net)
     iter_save = iter_save_last = iter_topk = iteration
-    avg_loss = -1.0
-    avg_hours = -1.0
-    loss = math.nan
     topk_results = []
     per_iteration = images_per_iteration(net)
-    bar = tqdm(total=o.max_batches, initial=min(iteration, o.max_batches), disable=not progress,
-               file=sys.stderr, dynamic_ncols=True, unit="it")
-    with ClassifierBatches(paths, data.labels, o, o.mini_batch, augment=True, threads=threads, seed=seed) as loader:
-        while iteration < o.max_batches:
-            start = time.perf_counter()
-            waited = 0.0
-
-            def next_batch():
-                nonlocal waited
-                x, truth = loader.next()
-                waited += loader.wait_seconds
-                return x, truth
-
-            loss = train_iteration(net, next_batch)
-            avg_loss = loss if avg_loss < 0 or not math.isfinite(avg_loss) else avg_loss
-            avg_loss = avg_loss * .9 + loss * .1
-            iteration = current_iteration(net)
-            seconds = time.perf_counter() - start
-            hours = (o.max_batches - iteration) * seconds / 3600
-            avg_hours = hours if avg_hours < 0 else .01 * hours + .99 * avg_hours
-            bar.write(f"Loaded: {waited:f} seconds", file=out)
-            bar.write(f"{iteration}, {net.seen / len(paths):.3f}: {loss:f}, {avg_loss:f} avg, {network_rate(net):f} "
-                      f"rate, {seconds:f} seconds, {net.seen} images, {avg_hours:f} hours left", file=out)
-            bar.update(1)
-            bar.set_postfix(loss=f"{avg_loss:.4f}", load=f"{waited:.3f}s")
-            chart.add_loss(iteration, avg_loss)
-
-            if calc_topk:
-                if topk_every is None:
-                    due = max(iter_topk + 2 * len(paths) // per_iteration, o.burn_in, 100)
-                else:
-                    due = iter_topk + topk_every
-                if iteration >= due or iteration == o.max_batches:
-                    iter_topk = iteration
-                    top1, topn = evaluate(net, data, valid_paths, topk)
-                    topk_results.append((iteration, top1, topn))
-                    chart.add_topk(iteration, topn)
-                    bar.write(f"\n accuracy top1 = {top1:f}, {topk_name} = {topn:f} \n", file=out)
+    loop = TrainLoop(net, chart, out, sys.stderr, progress)
+    try:
+        with ClassifierBatches(paths, data.labels, o, o.mini_batch, augment=True, threads=threads,
+                               seed=seed) as loader:
+            while iteration < o.max_batches:
+                loss = loop.step(net, loader)
+                iteration = loop.iteration
+                loop.report(f"{iteration}, {net.seen / len(paths):.3f}: {loss:f}, {loop.avg_loss:f} avg, "
+                            f"{network_rate(net):f} rate, {loop.seconds:f} seconds, {net.seen} images, "
+                            f"{loop.avg_hours:f} hours left", loss=f"{loop.avg_loss:.4f}", load=f"{loop.waited:.3f}s")
+                if calc_topk:
+                    if topk_every is None:
+                        due = max(iter_topk + 2 * len(paths) // per_iteration, o.burn_in, 100)
+                    else:
+                        due = iter_topk + topk_every
+                    if iteration >= due or iteration == o.max_batches:
+                        iter_topk = iteration
+                        top1, topn = evaluate(net, data, valid_paths, topk)
+                        topk_results.append((iteration, top1, topn))
+                        chart.add_accuracy(iteration, topn)
+                        loop.write(f"\n accuracy top1 = {top1:f}, {topk_name} = {topn:f} \n")
+                        chart.save()
+                if iteration >= iter_save + save_every:
+                    iter_save = iteration
+                    backups.save(net, iteration)
+                if iteration >= iter_save_last + last_every:
+                    iter_save_last = iteration
+                    backups.save(net, "last")
                     chart.save()
-            if iteration >= iter_save + save_every:
-                iter_save = iteration
-                save_weights(net, str(backup / f"{base}_{iteration}.weights"))
-            if iteration >= iter_save_last + last_every:
-                iter_save_last = iteration
-                save_weights(net, str(backup / f"{base}_last.weights"))
-                chart.save()
-        skipped = (loader.skipped, len(loader.reported))
-    bar.close()
-    final = backup / f"{base}_final.weights"
-    save_weights(net, str(final))
+            skipped = (loader.skipped, len(loader.reported))
+    finally:
+        loop.close()
+    final = backups.save(net, "final")
     chart.save()
     print_skipped(*skipped, out)
     print(f"Saved {final}", file=out)
-    return {"iteration": iteration, "seen": net.seen, "loss": loss, "avg_loss": avg_loss, "rate": network_rate(net),
-            "topk": topk_results, "final": str(final), "skipped": skipped[1], "net": net}
-
-
-def print_skipped(draws, images, out):
-    """The training summary line of unreadable images (each was named on stderr when first met)."""
-    if draws:
-        print(f"Skipped {images} unreadable images ({draws} random draws replaced by other images)", file=out)
+    return {"iteration": iteration, "seen": net.seen, "loss": loop.loss, "avg_loss": loop.avg_loss,
+            "rate": network_rate(net), "topk": topk_results, "final": str(final), "skipped": skipped[1], "net": net}
 
 
 def _seed_layers(net, seed):
@@ -297,22 +201,9 @@ def _seed_layers(net, seed):
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
-def _device(args):
-    if args.gpus is None:
-        return "cpu"
-    from .backend import get_ops
-    device = f"cuda:{args.gpus.split(',')[0]}"
-    try:
-        get_ops(device)
-    except DarknetError as e:
-        print(f"warning: -gpus {args.gpus}: {e}; training on the CPU", file=sys.stderr)
-        return "cpu"
-    return device
-
-
 def cmd_train(args):
     train_classifier(args.data, args.cfg, args.weights, clear=args.clear, calc_topk=args.topk, chart=args.chart,
-                     device=_device(args), batch=args.batch, subdivisions=args.subdivisions,
+                     device=training_device(args), batch=args.batch, subdivisions=args.subdivisions,
                      max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show)
 
 

@@ -18,15 +18,14 @@ on stdout. Files in the .data `backup` folder, darknet's names: `<cfgbase>_<iter
 mAP@0.5 on the `valid` list (detector.validate_map, at the cfg's size) every max(100, 4 epochs) iterations
 from burn_in on, and at the end; chart.png shows avg loss and mAP.
 """
-import math
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 from .errors import DarknetError
-from .training import current_iteration, images_per_iteration, network_rate, train_iteration
+from .trainer import (Backups, Chart, TrainLoop, cfg_base, header, network_to_train, print_skipped,
+                      training_device)
+from .training import current_iteration, images_per_iteration, network_rate
 
 MAP_EPOCHS = 4          # darknet's default -mAP_epochs
 RESIZE_EVERY = 10       # darknet: a new random size every 10 iterations
@@ -70,37 +69,26 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
                    progress=True, out=None, err=None, workers="process"):
     """Darknet's train_detector. batch/subdivisions/max_batches override the cfg's (batch is the mini-batch).
     Returns a dict: iteration, seen, loss, avg_loss, maps (list of (iteration, mAP)), best_map, final (path)."""
-    from tqdm import tqdm
-    from .classifier import Chart, _build, cfg_base, print_skipped
     from .data import read_list
     from .datafile import read_data_file
     from .detector import validate_map
     from .detector_data import DetectionAugmentation, DetectionBatches, last_detection_layer
-    from .weights import save_weights
 
     out, err = out or sys.stdout, err or sys.stderr
     data = read_data_file(data_path)
-    net = _build(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
+    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
     head = last_detection_layer(net)
     if data.classes != head.classes:
         raise DarknetError(f"{data.where('classes')}: classes={data.classes}, but the detection layers of "
                            f"{cfg_path} have classes={head.classes}")
     o = net.options
-    if max_batches is not None:
-        o.max_batches = max_batches
-    if o.max_batches < 1:
-        raise DarknetError(f"{cfg_path}: [net] max_batches={o.max_batches}; training needs max_batches >= 1")
     if o.mini_batch * o.subdivisions == 1 and batch is None:
         raise DarknetError(f"{cfg_path}: batch=1: darknet refuses to train with one image per iteration "
                            f"(set e.g. batch=64 subdivisions=16)")
     for key in ("badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "equidistant_point"):
         if getattr(o, key):
             raise DarknetError(f"{cfg_path}: [net] {key}: not supported by detector training yet; remove it")
-    if clear:
-        net.seen = 0
-    base = cfg_base(cfg_path)
-    backup = Path(data.backup)
-    backup.mkdir(parents=True, exist_ok=True)
+    backups = Backups(data.backup, cfg_path)
     save_every = data.get_int("saveweights", 1000 if o.max_batches < 10000 else 10000, minimum=1)
     last_every = data.get_int("savelast", 100, minimum=1)
     paths = read_list(data.train)
@@ -109,9 +97,8 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
     init_w, init_h = o.width, o.height
     rng = np.random.default_rng(seed)
     chart = Chart(chart, o.max_batches, "mAP@0.5")
-    print(f"{base}\nLearning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}\n"
-          f"Weights are saved after: {save_every} iterations. Last weights (*_last.weight) are stored every "
-          f"{last_every} iterations.\n{len(paths)} training images", file=out)
+    print(f"{header(cfg_base(cfg_path), o)}\nWeights are saved after: {save_every} iterations. Last weights "
+          f"(*_last.weight) are stored every {last_every} iterations.\n{len(paths)} training images", file=out)
 
     reported, skipped_draws = set(), 0
 
@@ -124,18 +111,17 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
 
     iteration = current_iteration(net)
     iter_save = iter_save_last = iter_map = iteration
-    avg_loss, avg_hours, loss = -1.0, -1.0, math.nan
     maps, best_map = [], -1.0
     per_iteration = images_per_iteration(net)
     resize_count = 0
-    bar = tqdm(total=o.max_batches, initial=min(iteration, o.max_batches), disable=not progress, file=err,
-               dynamic_ncols=True, unit="it")
-    loader = loader_for(net)
+    loop = TrainLoop(net, chart, out, err, progress)
+    loader = None
     try:
+        loader = loader_for(net)
         while iteration < o.max_batches:
             if head.random and resize_count % RESIZE_EVERY == 0:
                 coef = 1.4 if head.random == 1 else head.random
-                largest = avg_loss < 0 or iteration > o.max_batches - 100
+                largest = loop.avg_loss < 0 or iteration > o.max_batches - 100
                 w, h = random_size(rng, init_w, init_h, coef, o.resize_step, largest)
                 print(f"Resizing, random_coef = {coef:.2f} \n\n {w} x {h} ", file=out)
                 loader.close()
@@ -144,72 +130,53 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
                 head = last_detection_layer(net)
                 loader = loader_for(net)
             resize_count += 1
-            start = time.perf_counter()
-            waited = 0.0
-
-            def next_batch():
-                nonlocal waited
-                x, truth = loader.next()
-                waited += loader.wait_seconds
-                return x, truth
-
-            loss = train_iteration(net, next_batch)
+            loss = loop.step(net, loader)
+            iteration = loop.iteration
             for layer in net.layers:     # the heads' loss lines of the last mini-batch
                 if getattr(layer, "loss_line", ""):
-                    bar.write(layer.loss_line, file=err)
-            avg_loss = loss if avg_loss < 0 or not math.isfinite(avg_loss) else avg_loss
-            avg_loss = avg_loss * .9 + loss * .1
-            iteration = current_iteration(net)
-            seconds = time.perf_counter() - start
-            hours = (o.max_batches - iteration) * seconds / 3600
-            avg_hours = hours if avg_hours < 0 else .01 * hours + .99 * avg_hours
-            bar.write(f"Loaded: {waited:f} seconds", file=out)
-            bar.write(f"\n {iteration}: {loss:f}, {avg_loss:f} avg loss, {network_rate(net):f} rate, "
-                      f"{seconds:f} seconds, {iteration * per_iteration} images, {avg_hours:f} hours left",
-                      file=out)
-            bar.update(1)
-            bar.set_postfix(loss=f"{avg_loss:.3f}", map=f"{maps[-1][1]:.3f}" if maps else "-")
-            chart.add_loss(iteration, avg_loss)
+                    loop.write(layer.loss_line, file=err)
+            loop.report(f"\n {iteration}: {loss:f}, {loop.avg_loss:f} avg loss, {network_rate(net):f} rate, "
+                        f"{loop.seconds:f} seconds, {iteration * per_iteration} images, {loop.avg_hours:f} hours "
+                        f"left", loss=f"{loop.avg_loss:.3f}", map=f"{maps[-1][1]:.3f}" if maps else "-")
             if calc_map:
                 due = max(iter_map + max(MAP_EPOCHS * len(paths) // per_iteration, 100), o.burn_in)
                 if iteration >= due or iteration == o.max_batches:
                     iter_map = iteration
                     result = validate_map(map_net, valid_paths, head.classes)
                     maps.append((iteration, result.map))
-                    chart.add_topk(iteration, result.map)
-                    bar.write(f"\n mean_average_precision (mAP@0.50) = {result.map:f} ", file=out)
+                    chart.add_accuracy(iteration, result.map)
+                    loop.write(f"\n mean_average_precision (mAP@0.50) = {result.map:f} ")
                     if result.map >= best_map:
                         best_map = result.map
-                        bar.write("New best mAP!", file=out)
-                        save_weights(net, str(backup / f"{base}_best.weights"))
+                        loop.write("New best mAP!")
+                        backups.save(net, "best")
                     chart.save()
             if iteration >= iter_save + save_every or iteration % save_every == 0:
                 iter_save = iteration
-                save_weights(net, str(backup / f"{base}_{iteration}.weights"))
+                backups.save(net, iteration)
             if save_every > last_every and (iteration >= iter_save_last + last_every or
                                             (iteration % last_every == 0 and iteration > 1)):
                 iter_save_last = iteration
-                save_weights(net, str(backup / f"{base}_last.weights"))
+                backups.save(net, "last")
                 chart.save()
     finally:
-        loader.close()
-        bar.close()
+        if loader is not None:
+            loader.close()
+        loop.close()
     skipped_draws += loader.skipped
-    final = backup / f"{base}_final.weights"
-    save_weights(net, str(final))
+    final = backups.save(net, "final")
     chart.save()
     print_skipped(skipped_draws, len(reported), out)
     print(f"Saved {final}\nIf you want to train from the beginning, then use flag in the end of training "
           f"command: -clear ", file=out)
-    return {"iteration": iteration, "seen": net.seen, "loss": loss, "avg_loss": avg_loss, "maps": maps,
+    return {"iteration": iteration, "seen": net.seen, "loss": loop.loss, "avg_loss": loop.avg_loss, "maps": maps,
             "best_map": best_map, "final": str(final), "skipped": len(reported), "net": net}
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
 def cmd_train(args):
-    from .classifier import _device
     train_detector(args.data, args.cfg, args.weights, clear=args.clear, calc_map=args.map, chart=args.chart,
-                   device=_device(args), batch=args.batch, subdivisions=args.subdivisions,
+                   device=training_device(args), batch=args.batch, subdivisions=args.subdivisions,
                    max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show)
 
 
