@@ -18,13 +18,18 @@ struct Job {
     const std::function<void(int64_t, int64_t)>* body;
     int64_t n, chunks;
     std::atomic<int64_t> next{0}, finished{0};
+    std::mutex mutex;
+    std::condition_variable all_finished;
 };
 
 // Runs the job's unclaimed chunks; returns when none is left to claim.
 void run_chunks(Job& job) {
     for (int64_t i; (i = job.next.fetch_add(1)) < job.chunks;) {
         (*job.body)(job.n * i / job.chunks, job.n * (i + 1) / job.chunks);
-        job.finished.fetch_add(1);
+        if (job.finished.fetch_add(1) + 1 == job.chunks) {
+            std::lock_guard<std::mutex> lock(job.mutex);
+            job.all_finished.notify_one();
+        }
     }
 }
 
@@ -63,8 +68,12 @@ class Pool {
         inside_parallel = true;
         run_chunks(*job);
         inside_parallel = false;
-        // only chunks that a worker already claimed are left: wait for them
-        while (job->finished.load() < job->chunks) std::this_thread::yield();
+        // only chunks that a worker already claimed are left: wait for them, asleep (a worker that was
+        // descheduled mid-chunk needs a CPU; spinning here could take the one it would get)
+        {
+            std::unique_lock<std::mutex> lock(job->mutex);
+            job->all_finished.wait(lock, [&] { return job->finished.load() == job->chunks; });
+        }
         std::lock_guard<std::mutex> lock(mutex_);
         job_.reset();   // a worker that wakes late finds no job
     }
