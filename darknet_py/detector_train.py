@@ -7,8 +7,9 @@ from detector_data.DetectionBatches (jitter/resize crop, letterbox, flip, HSV, a
 layer say), forward with truth (the heads' darknet losses), backward, one update (training.py: burn_in, policy,
 momentum, decay). Multi-scale (`random` of the last detection layer): every 10 iterations a new size
 rand_scale(1.4, or random= when it is not 1) times the cfg's, rounded as darknet to multiples of [net]
-resize_step (32): round(s*size/step + 1)*step, not above the cfg's size when s < 1, the largest size for the
-first resize and in the last 100 iterations; the network is rebuilt at that size sharing its weights.
+resize_step (32): roundl(s*size/step + 1)*step (float32, halves up), not above the cfg's size when s < 1, the
+largest size for the first resize and in the last 100 iterations; the network is rebuilt at that size sharing
+its weights.
 Per iteration it prints the heads' `v3 (...)` loss lines of the last mini-batch on stderr and darknet's
     Loaded: <seconds the loader made the engine wait> seconds
     <iteration>: <loss>, <avg loss> avg loss, <rate> rate, <seconds> seconds, <images> images, <h> hours left
@@ -18,6 +19,7 @@ on stdout. Files in the .data `backup` folder, darknet's names: `<cfgbase>_<iter
 mAP@0.5 on the `valid` list (detector.validate_map, at the cfg's size) every max(100, 4 epochs) iterations
 from burn_in on, and at the end; chart.png shows avg loss and mAP.
 """
+import math
 import sys
 
 import numpy as np
@@ -31,17 +33,22 @@ MAP_EPOCHS = 4          # darknet's default -mAP_epochs
 RESIZE_EVERY = 10       # darknet: a new random size every 10 iterations
 
 
+def _step_multiple(scale, size, step):
+    """darknet's roundl(scale*size/step + 1)*step, in its float32 arithmetic; roundl takes halves away from
+    zero (Python's round would take 2.5 to 2)."""
+    value = np.float32(np.float32(scale) * np.float32(size)) / np.float32(step) + np.float32(1)
+    return int(math.floor(float(value) + 0.5)) * int(step)
+
+
 def random_size(rng, init_w, init_h, coef, step, largest):
     """train_detector's multi-scale size for the next 10 iterations (see the module docstring)."""
     scale = rng.uniform(1, coef)
     scale = scale if rng.integers(2) else 1 / scale
-    w = int(round(scale * init_w / step + 1)) * int(step)
-    h = int(round(scale * init_h / step + 1)) * int(step)
+    w, h = _step_multiple(scale, init_w, step), _step_multiple(scale, init_h, step)
     if scale < 1 and (w > init_w or h > init_h):
         w, h = init_w, init_h
     if largest:
-        w = int(round(coef * init_w / step + 1)) * int(step)
-        h = int(round(coef * init_h / step + 1)) * int(step)
+        w, h = _step_multiple(coef, init_w, step), _step_multiple(coef, init_h, step)
     return max(w, int(step)), max(h, int(step))
 
 

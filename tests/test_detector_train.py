@@ -289,3 +289,98 @@ def test_shipped_demo_detector_reaches_map_on_held_out_split(tmp_path):
     assert len(valid) == 200
     result = validate_map(net, valid)
     assert result.map >= 0.8, f"mAP@0.5 {result.map:.3f}"
+
+
+# -- multi-scale (random=1) -----------------------------------------------------------------------------------
+class ChosenDraws:
+    """Stands in for the trainer's rng: rand_scale's uniform(1, coef) draw and its *x-or-/x coin."""
+
+    def __init__(self, uniform, coin):
+        self.uniform_value, self.coin, self.calls = uniform, coin, []
+
+    def uniform(self, low, high):
+        self.calls.append(("uniform", low, high))
+        return self.uniform_value
+
+    def integers(self, n):
+        self.calls.append(("integers", n))
+        return self.coin
+
+
+def darknet_dim(scale, size, step):
+    """roundl(random_val*init_w / net.resize_step + 1) * net.resize_step as train_detector computes it: float
+    operands (random_val, rand_coef are floats), long-double roundl (halves away from zero)."""
+    from decimal import ROUND_HALF_UP, Decimal
+    f32 = np.float32
+    value = f32(f32(f32(scale) * f32(size)) / f32(step)) + f32(1)
+    return int(Decimal(float(value)).quantize(Decimal(1), rounding=ROUND_HALF_UP)) * step
+
+
+@pytest.mark.parametrize("init_w,init_h", [(416, 416), (608, 320), (80, 48), (32, 32), (64, 64)])
+@pytest.mark.parametrize("coef", [1.4, 1.5, 2.0])
+def test_random_size_follows_train_detector(init_w, init_h, coef):
+    """AlexeyAB src/detector.c train_detector, `if (l.random && count++ % 10 == 0)`: random_val =
+    rand_scale(coef); dims rounded to resize_step multiples; back to the cfg's size when a shrinking scale
+    rounded up; the largest dims at the start and in the last 100 iterations; at least one step."""
+    from darknet_py.detector_train import random_size
+    step = 32
+    for uniform in np.linspace(1, coef, 13):
+        for coin in (0, 1):
+            for largest in (False, True):
+                draws = ChosenDraws(float(uniform), coin)
+                got = random_size(draws, init_w, init_h, coef, step, largest)
+                assert draws.calls == [("uniform", 1, coef), ("integers", 2)]    # rand_scale's two draws
+                scale = float(uniform) if coin else 1 / float(uniform)
+                w, h = darknet_dim(scale, init_w, step), darknet_dim(scale, init_h, step)
+                if scale < 1 and (w > init_w or h > init_h):
+                    w, h = init_w, init_h
+                if largest:
+                    w, h = darknet_dim(coef, init_w, step), darknet_dim(coef, init_h, step)
+                assert got == (max(w, step), max(h, step)), (uniform, coin, largest)
+
+
+def test_random_size_known_values():
+    """Worked by hand: yolov3 at 416 with random=1 trains up to 608; 416/1.4 -> 320; 1.4*80/32 + 1 = 4.5
+    rounds up to 5 (roundl), so 160, not 128; a shrinking scale that rounds above the cfg's size keeps it."""
+    from darknet_py.detector_train import random_size
+    assert random_size(ChosenDraws(1.0, 1), 416, 416, 1.4, 32, largest=True) == (608, 608)
+    assert random_size(ChosenDraws(1.4, 0), 416, 416, 1.4, 32, largest=False) == (320, 320)
+    assert random_size(ChosenDraws(1.0, 1), 80, 80, 1.4, 32, largest=True) == (160, 160)
+    assert random_size(ChosenDraws(1.0, 0), 48, 48, 1.4, 32, largest=False) == (96, 96)   # 48/32 + 1 = 2.5 -> 3
+    assert random_size(ChosenDraws(1.1, 0), 48, 48, 1.4, 32, largest=False) == (48, 48)   # shrinking, 64 > 48
+    assert random_size(ChosenDraws(2.0, 0), 32, 32, 2.0, 32, largest=False) == (32, 32)
+
+
+def test_resized_network_shares_weights_and_seen(tmp_path):
+    """darknet's resize_network keeps one set of weights: training the resized network trains the original;
+    `seen` (the iteration count) carries over."""
+    from darknet_py.detector_train import resized_network
+    from darknet_py.network import Network
+    from darknet_py.training import current_iteration, train_iteration
+    from darknet_py.weights import init_weights
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text(TINY_CFG.format(max_batches=10).replace("jitter=.1", "jitter=.1\nrandom=1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = init_weights(Network(cfg, batch=4), seed=1)
+        net.seen = 3 * 8
+        big = resized_network(net, 96, 128)
+    assert (big.width, big.height) == (96, 128) and big.seen == net.seen and current_iteration(big) == 3
+    assert big.optimizer_state is net.optimizer_state and big.ops is net.ops
+    for mine, theirs in zip(big.layers, net.layers):
+        assert mine.weights is theirs.weights and mine.grads is theirs.grads
+    before = {(i, k): v.copy() for i, layer in enumerate(net.layers) for k, v in layer.weights.items()}
+    rng = np.random.default_rng(0)
+    truth = np.zeros((4, 90, 5), np.float32)
+    truth[:, 0] = (0.5, 0.5, 0.3, 0.4, 1)
+
+    def next_batch():
+        return rng.uniform(0, 1, (4, 3, 128, 96)).astype(np.float32), truth[:, :big.layers[-1].max_boxes]
+
+    train_iteration(big, next_batch)
+    assert current_iteration(big) == 4
+    changed = [key for key, old in before.items() if not np.array_equal(net.layers[key[0]].weights[key[1]], old)]
+    assert changed, "training the resized network left the original's weights as they were"
+    x = rng.uniform(0, 1, (4, 3, 64, 64)).astype(np.float32)
+    back = resized_network(big, 64, 64)     # the cfg's size again: the same function as the original now
+    np.testing.assert_array_equal(net.ops.to_numpy(back.forward(x)), net.ops.to_numpy(net.forward(x)))
