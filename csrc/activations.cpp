@@ -1,10 +1,11 @@
 #include "activations.h"
 
-#include "parallel.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#include "parallel.h"
+#include "simd.h"
 
 namespace darknet_py {
 
@@ -121,8 +122,7 @@ std::vector<std::string> activation_names() {
     return names;
 }
 
-// Compiled for AVX-512, AVX2 and the baseline; the loader picks the best the CPU has.
-__attribute__((target_clones("avx512f", "avx2", "default")))
+DARKNET_PY_SIMD_CLONES
 void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act) {
     switch (act) {
 #define DARKNET_PY_CASE(A) case Activation::A: plane_loop<Activation::A>(x, n, scale, shift); break;

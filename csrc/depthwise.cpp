@@ -3,12 +3,13 @@
 #include <algorithm>
 
 #include "parallel.h"
+#include "simd.h"
 
 namespace darknet_py {
 
 namespace {
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+DARKNET_PY_SIMD_CLONES
 void depthwise_plane(const float* __restrict in, const float* __restrict w, float* __restrict out,
                      const WindowGeometry& g) {
     const int64_t k = g.kernel, sw = g.stride_w;

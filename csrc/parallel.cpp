@@ -1,6 +1,8 @@
 #include "parallel.h"
 
+#ifdef __linux__
 #include <sched.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -80,9 +82,11 @@ class Pool {
 
   private:
     Pool() {
-        cpu_set_t set;
-        int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                                : int(std::thread::hardware_concurrency());
+        int cpus = int(std::thread::hardware_concurrency());
+#ifdef __linux__
+        cpu_set_t set;   // the CPUs this process may run on (taskset, containers), not all the machine's
+        if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+#endif
         threads_.store(std::max(1, cpus));
     }
 

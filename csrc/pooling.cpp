@@ -4,12 +4,13 @@
 #include <cfloat>
 
 #include "parallel.h"
+#include "simd.h"
 
 namespace darknet_py {
 
 namespace {
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+DARKNET_PY_SIMD_CLONES
 void maxpool_plane(const float* __restrict in, float* __restrict out, const WindowGeometry& g) {
     const int64_t sw = g.stride_w;
     for (int64_t oy = 0; oy < g.out_h; ++oy) {

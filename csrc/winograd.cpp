@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "parallel.h"
+#include "simd.h"
 
 namespace darknet_py {
 
@@ -29,7 +30,7 @@ __attribute__((always_inline)) inline void output_1d(float m0, float m1, float m
 
 // One plane: padded (rows 4*tiles_h + 2, columns 4*tiles_w + 2, zero-padded image) -> its 36 transformed
 // values per tile at v[k * plane_stride + tile]. Loops run across the tiles of a row, so they vectorize.
-__attribute__((target_clones("avx512f", "avx2", "default")))
+DARKNET_PY_SIMD_CLONES
 void input_plane(const float* __restrict padded, int64_t tiles_h, int64_t tiles_w, float* __restrict v,
                  int64_t plane_stride, float* __restrict rows) {
     const int64_t pw = 4 * tiles_w + 2;
@@ -57,7 +58,7 @@ void input_plane(const float* __restrict padded, int64_t tiles_h, int64_t tiles_
     }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+DARKNET_PY_SIMD_CLONES
 void output_tile_row(const float* __restrict m, int64_t stride, int64_t tiles_w, float* __restrict s,
                      float* __restrict y4) {
     // s[a][j][tx] = A^T along b of m[a][b][tx]; then y4[i][4*tx + j] = A^T along a
