@@ -76,10 +76,14 @@ def box_giou(a, b):
     return iou - (c - union) / c
 
 
-def box_diou(a, b):
+def _iou_and_diagonal(a, b):
+    """IoU of a and b and the squared diagonal of their enclosing box (diou, ciou)."""
     w, h = _enclosing(a, b)
-    c = w * w + h * h
-    iou = float(box_iou(a, b))
+    return float(box_iou(a, b)), w * w + h * h
+
+
+def box_diou(a, b):
+    iou, c = _iou_and_diagonal(a, b)
     if c == 0:
         return iou
     d = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
@@ -93,9 +97,7 @@ def _aspect_term(truth, pred):
 
 
 def box_ciou(a, b):
-    w, h = _enclosing(a, b)
-    c = w * w + h * h
-    iou = float(box_iou(a, b))
+    iou, c = _iou_and_diagonal(a, b)
     if c == 0:
         return iou
     d = ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) / c
