@@ -1,6 +1,7 @@
 #include "depthwise.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "parallel.h"
 #include "simd.h"
@@ -9,30 +10,45 @@ namespace darknet_py {
 
 namespace {
 
-DARKNET_PY_SIMD_CLONES
-void depthwise_plane(const float* __restrict in, const float* __restrict w, float* __restrict out,
-                     const WindowGeometry& g) {
-    const int64_t k = g.kernel, sw = g.stride_w;
-    std::fill(out, out + g.out_h * g.out_w, 0.0f);
+// One plane from its zero-padded copy (padded element (r, c) is input (r - offset, c - offset), pw columns, as
+// large as the windows reach): every tap is in bounds, so a block of outputs is summed in registers over all
+// taps and stored once, the block's loop vectorized.
+template <int64_t STRIDE>   // 0: any stride (g.stride_w)
+inline void depthwise_rows(const float* __restrict padded, int64_t pw, const float* __restrict w,
+                           float* __restrict out, const WindowGeometry& g) {
+    constexpr int64_t BLOCK = 16;
+    const int64_t k = g.kernel, d = g.dilation, sw = STRIDE ? STRIDE : g.stride_w;
     for (int64_t oy = 0; oy < g.out_h; ++oy) {
-        float* __restrict row = out + oy * g.out_w;
-        for (int64_t ky = 0; ky < k; ++ky) {
-            const int64_t iy = oy * g.stride_h - g.offset + ky * g.dilation;
-            if (iy < 0 || iy >= g.height) continue;
-            const float* in_row = in + iy * g.width;
-            for (int64_t kx = 0; kx < k; ++kx) {
-                const int64_t tap = kx * g.dilation;
-                int64_t first, last;
-                g.columns_inside(tap, &first, &last);
-                const float wv = w[ky * k + kx];
-                const float* src = in_row + tap - g.offset;  // src[ox*sw] is input column ox*sw - offset + tap
-                if (sw == 1) {
-                    for (int64_t ox = first; ox < last; ++ox) row[ox] += wv * src[ox];
-                } else {
-                    for (int64_t ox = first; ox < last; ++ox) row[ox] += wv * src[ox * sw];
+        const float* base = padded + oy * g.stride_h * pw;
+        float* row = out + oy * g.out_w;
+        for (int64_t ox0 = 0; ox0 < g.out_w; ox0 += BLOCK) {
+            const int64_t n = std::min(BLOCK, g.out_w - ox0);
+            float sum[BLOCK] = {};
+            for (int64_t ky = 0; ky < k; ++ky) {
+                for (int64_t kx = 0; kx < k; ++kx) {
+                    const float wv = w[ky * k + kx];
+                    const float* src = base + ky * d * pw + ox0 * sw + kx * d;
+                    if (n == BLOCK) {
+                        for (int64_t j = 0; j < BLOCK; ++j) sum[j] += wv * src[j * sw];
+                    } else {
+                        for (int64_t j = 0; j < n; ++j) sum[j] += wv * src[j * sw];
+                    }
                 }
             }
+            std::copy(sum, sum + n, row + ox0);
         }
+    }
+}
+
+DARKNET_PY_SIMD_CLONES
+void depthwise_plane(const float* __restrict padded, int64_t pw, const float* __restrict w, float* __restrict out,
+                     const WindowGeometry& g) {
+    if (g.stride_w == 1) {
+        depthwise_rows<1>(padded, pw, w, out, g);
+    } else if (g.stride_w == 2) {
+        depthwise_rows<2>(padded, pw, w, out, g);
+    } else {
+        depthwise_rows<0>(padded, pw, w, out, g);
     }
 }
 
@@ -41,11 +57,22 @@ void depthwise_plane(const float* __restrict in, const float* __restrict w, floa
 void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t batch, int64_t channels,
                       const WindowGeometry& g, const float* scale, const float* shift, Activation act) {
     const int64_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w, k2 = g.kernel * g.kernel;
+    const int64_t ph = (g.out_h - 1) * g.stride_h + (g.kernel - 1) * g.dilation + 1;
+    const int64_t pw = (g.out_w - 1) * g.stride_w + (g.kernel - 1) * g.dilation + 1;
+    // the input rows/columns that land in the padded copy
+    const int64_t rows_in = std::max<int64_t>(0, std::min(g.height, ph - g.offset));
+    const int64_t cols_in = std::max<int64_t>(0, std::min(g.width, pw - g.offset));
     parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
+        std::vector<float> padded(ph * pw);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t c = p % channels;
+            const float* plane = x + p * in_plane;
+            std::fill(padded.begin(), padded.end(), 0.0f);
+            for (int64_t iy = 0; iy < rows_in; ++iy)
+                std::copy(plane + iy * g.width, plane + iy * g.width + cols_in,
+                          padded.data() + (iy + g.offset) * pw + g.offset);
             float* out = y + p * out_plane;
-            depthwise_plane(x + p * in_plane, weights + c * k2, out, g);
+            depthwise_plane(padded.data(), pw, weights + c * k2, out, g);
             if (shift) affine_activate_plane(out, out_plane, scale ? scale[c] : 1.0f, shift[c], act);
         }
     }, 1 + 4096 / std::max<int64_t>(1, out_plane * k2));
