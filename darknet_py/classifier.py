@@ -29,8 +29,8 @@ import time
 import numpy as np
 
 from .errors import DarknetError
-from .trainer import (Backups, Chart, TrainLoop, build_network, cfg_base, header, network_to_train, print_skipped,
-                      training_device)
+from .trainer import (Backups, Chart, TrainLoop, add_training_options, build_network, cfg_base, header,
+                      network_to_train, print_skipped, training_device)
 from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
@@ -223,15 +223,8 @@ def register_cli(sub):
     train.add_argument("data")
     train.add_argument("cfg")
     train.add_argument("weights", nargs="?", help="weights to start from (resumes their iteration count)")
-    train.add_argument("-gpus", help="GPU index (the CPU is used when no CUDA engine is available)")
-    train.add_argument("-dont_show", action="store_true", help="no progress bar (darknet: no chart window)")
     train.add_argument("-topk", action="store_true", help="top-1/top-k on the valid list about every 2 epochs")
-    train.add_argument("-clear", action="store_true", help="start the iteration count from 0")
-    train.add_argument("-chart", default="chart.png", help="where to write the chart (default: chart.png)")
-    train.add_argument("--batch", type=int, help="mini-batch (overrides the cfg's batch/subdivisions)")
-    train.add_argument("--subdivisions", type=int, help="mini-batches per iteration (overrides the cfg)")
-    train.add_argument("--max_batches", type=int, help="iterations to train to (overrides the cfg)")
-    train.add_argument("--threads", type=int, default=2, help="image loading threads (default: 2)")
+    add_training_options(train)
     train.set_defaults(run=cmd_train)
 
     valid = verbs.add_parser("valid", help="top-1/top-k accuracy on the .data valid list")

@@ -67,6 +67,18 @@ def training_device(args):
     return device
 
 
+def add_training_options(train):
+    """The options both `train` verbs take besides DATA CFG [WEIGHTS] and their own evaluation flag."""
+    train.add_argument("-gpus", help="GPU index (the CPU is used when no CUDA engine is available)")
+    train.add_argument("-dont_show", action="store_true", help="no progress bar (darknet: no chart window)")
+    train.add_argument("-clear", action="store_true", help="start the iteration count from 0")
+    train.add_argument("-chart", default="chart.png", help="where to write the chart (default: chart.png)")
+    train.add_argument("--batch", type=int, help="mini-batch (overrides the cfg's batch/subdivisions)")
+    train.add_argument("--subdivisions", type=int, help="mini-batches per iteration (overrides the cfg)")
+    train.add_argument("--max_batches", type=int, help="iterations to train to (overrides the cfg)")
+    train.add_argument("--threads", type=int, default=2, help="image loading workers (default: 2)")
+
+
 class Backups:
     """The .data `backup` folder (created) and darknet's file names in it: <cfgbase>_<tag>.weights."""
 
