@@ -1,0 +1,31 @@
+"""The README's main job runs as written: its command (after `pip install . &&`) from the repository root."""
+import re
+import shlex
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def main_job_command():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("Install and run the main job"):]
+    block = re.search(r"```\n(.*?)\n```", section, re.S).group(1).strip()
+    install, _, command = block.partition(" && ")
+    assert install == "pip install ."
+    return shlex.split(command)
+
+
+def test_readme_main_job_detects_the_shapes_of_its_sample_image():
+    argv = main_job_command()
+    assert argv[:3] == ["darknet-py", "detector", "test"]
+    done = subprocess.run([sys.executable, "-m", "darknet_py"] + argv[1:], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Total BFLOPS" in done.stderr                   # darknet's table, printed at load to stderr as darknet does
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Predicted in" in line)
+    detections = [line.split(":")[0] for line in lines[start + 1:] if re.fullmatch(r"\w+: \d+%", line)]
+    # data/shapes/shapes_0001.jpg shows two triangles (one cut by the border) and two squares
+    assert sorted(detections) == ["square", "square", "triangle", "triangle"]
+    assert (REPO / "predictions.jpg").stat().st_size > 0
