@@ -163,29 +163,32 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("x"), py::arg("size"), py::arg("stride_h"), py::arg("stride_w"), py::arg("offset"), py::arg("out_h"),
        py::arg("out_w"), "max pooling, darknet's forward_maxpool_layer values (no argmax)");
 
-    m.def("winograd_input", [](py::array x, int64_t pad, int64_t tiles_h, int64_t tiles_w) {
+    m.def("winograd_input", [](py::array x, int64_t pad, int64_t tiles_h, int64_t tiles_w, int64_t tile) {
         require_nchw(x, "x");
         if (pad < 0 || tiles_h < 1 || tiles_w < 1) throw py::value_error("pad must be >= 0 and tiles >= 1");
+        if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
         const int64_t batch = x.shape(0), channels = x.shape(1);
-        FloatArray v({int64_t(36), channels, batch * tiles_h * tiles_w});
+        FloatArray v({(tile + 2) * (tile + 2), channels, batch * tiles_h * tiles_w});
         const float* src = static_cast<const float*>(x.data());
         float* dst = v.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::winograd_input_transform(src, batch, channels, x.shape(2), x.shape(3), pad, tiles_h, tiles_w,
-                                                 dst);
+            darknet_py::winograd_input_transform(src, batch, channels, x.shape(2), x.shape(3), pad, tile, tiles_h,
+                                                 tiles_w, dst);
         }
         return v;
-    }, py::arg("x"), py::arg("pad"), py::arg("tiles_h"), py::arg("tiles_w"),
-       "Winograd F(4x4,3x3) input transform: (36, channels, batch*tiles_h*tiles_w)");
+    }, py::arg("x"), py::arg("pad"), py::arg("tiles_h"), py::arg("tiles_w"), py::arg("tile") = 4,
+       "Winograd F(tile x tile, 3x3) input transform: ((tile+2)^2, channels, batch*tiles_h*tiles_w)");
 
     m.def("winograd_output", [](py::array m, int64_t batch, int64_t out_h, int64_t out_w, int64_t tiles_h,
-                                int64_t tiles_w, py::object scale, py::object shift, const std::string& name) {
+                                int64_t tiles_w, py::object scale, py::object shift, const std::string& name,
+                                int64_t tile) {
         require_float32_contiguous(m, "m");
-        if (m.ndim() != 3 || m.shape(0) != 36 || m.shape(2) != batch * tiles_h * tiles_w)
-            throw py::value_error("m must have shape (36, filters, batch*tiles_h*tiles_w)");
-        if (out_h < 1 || out_w < 1 || out_h > 4 * tiles_h || out_w > 4 * tiles_w)
-            throw py::value_error("the output must fit the tiles (4 x 4 each)");
+        if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
+        if (m.ndim() != 3 || m.shape(0) != (tile + 2) * (tile + 2) || m.shape(2) != batch * tiles_h * tiles_w)
+            throw py::value_error("m must have shape ((tile+2)^2, filters, batch*tiles_h*tiles_w)");
+        if (out_h < 1 || out_w < 1 || out_h > tile * tiles_h || out_w > tile * tiles_w)
+            throw py::value_error("the output must fit the tiles");
         const int64_t filters = m.shape(1);
         const float* a = channel_vector(scale, filters, "scale");
         const float* b = channel_vector(shift, filters, "shift");
@@ -195,12 +198,14 @@ PYBIND11_MODULE(_C, m) {
         float* dst = y.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::winograd_output_transform(src, batch, filters, out_h, out_w, tiles_h, tiles_w, a, b, act, dst);
+            darknet_py::winograd_output_transform(src, batch, filters, out_h, out_w, tile, tiles_h, tiles_w, a, b,
+                                                  act, dst);
         }
         return y;
     }, py::arg("m"), py::arg("batch"), py::arg("out_h"), py::arg("out_w"), py::arg("tiles_h"), py::arg("tiles_w"),
        py::arg("scale") = py::none(), py::arg("shift") = py::none(), py::arg("activation") = "linear",
-       "Winograd F(4x4,3x3) output transform with the fused epilogue activation(y * scale + shift)");
+       py::arg("tile") = 4, "Winograd F(tile x tile, 3x3) output transform with the fused epilogue "
+       "activation(y * scale + shift)");
 
     m.def("num_threads", &darknet_py::num_threads, "threads the kernels use, the caller included");
     m.def("set_num_threads", [](int threads) {

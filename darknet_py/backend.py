@@ -150,9 +150,13 @@ def parallel_matmul(a, b, out):
     return _parallel_gemm(a, b, out)
 
 
-# Winograd F(4x4, 3x3) kernel transform (interpolation points 0, +-1, +-2, infinity); csrc/winograd.cpp has B and A.
-WINOGRAD_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-                       [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+# Winograd kernel transforms G (csrc/winograd.cpp has B and A): F(4x4, 3x3) with interpolation points 0, +-1, +-2,
+# infinity; F(2x2, 3x3) with 0, +-1, infinity.
+WINOGRAD_G = {
+    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                 [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+    2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -299,29 +303,33 @@ class NumpyOps:
         z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
         return self.affine_activation(z, scale, shift, activation)
 
-    # Winograd F(4x4, 3x3) (csrc/winograd.cpp) for inference 3x3 stride-1 convolutions: 36 GEMMs of (filters x
-    # channels) @ (channels x tiles) replace one of (filters x 9*channels) @ (9*channels x pixels), 2.25-4x fewer
-    # multiplications. Below these channel counts the transforms cost more than they save.
+    # Winograd (csrc/winograd.cpp) for inference 3x3 stride-1 convolutions: P GEMMs of (filters x channels) @
+    # (channels x tiles) replace one of (filters x 9*channels) @ (9*channels x pixels). F(4x4, 3x3) (P = 36,
+    # 4x fewer multiplications) unless the map has fewer than WINOGRAD_MIN_TILES 4x4 tiles per image, where
+    # F(2x2, 3x3) (P = 16, 2.25x) keeps the GEMMs wide enough (13x13: 49 tiles instead of 16) and reads
+    # less than half the transformed weights. Below WINOGRAD_MIN_CHANNELS the transforms cost more than they save.
     WINOGRAD_MIN_CHANNELS = 16
+    WINOGRAD_MIN_TILES = 32
 
     def _winograd_fits(self, x, w, stride_x, stride_y, dilation, groups):
         filters, c, k = w.shape[:3]
         return (k == 3 and w.shape[3] == 3 and stride_x == stride_y == 1 and dilation == 1 and groups == 1 and
                 min(c, filters) >= self.WINOGRAD_MIN_CHANNELS)
 
-    def _winograd_weights(self, w):
-        """G w G^T as (36, filters, channels), cached per weights array. The cache entry keeps a copy of the
-        weights and is used only while they are unchanged (weights are updated in place by training and tests),
-        and is dropped with the array."""
+    def _winograd_weights(self, w, tile):
+        """G w G^T as ((tile+2)^2, filters, channels), cached per weights array and tile. The cache entry keeps
+        a copy of the weights and is used only while they are unchanged (weights are updated in place by
+        training and tests), and is dropped with the array."""
         owner = w
         while isinstance(owner.base, np.ndarray):
             owner = owner.base
-        key = (id(owner), w.ctypes.data, w.shape)
+        key = (id(owner), w.ctypes.data, w.shape, tile)
         cached = self._winograd_cache.get(key)
         if cached is not None and np.array_equal(cached[0], w):
             return cached[1]
-        transformed = np.einsum("ak,fckl,bl->abfc", WINOGRAD_G, w.astype(np.float64), WINOGRAD_G)
-        transformed = np.ascontiguousarray(transformed.reshape(36, w.shape[0], w.shape[1]), dtype=np.float32)
+        g = WINOGRAD_G[tile]
+        transformed = np.einsum("ak,fckl,bl->abfc", g, w.astype(np.float64), g)
+        transformed = np.ascontiguousarray(transformed.reshape(-1, w.shape[0], w.shape[1]), dtype=np.float32)
         if cached is None:
             weakref.finalize(owner, self._winograd_cache.pop, key, None)
         self._winograd_cache[key] = (w.copy(), transformed)
@@ -330,12 +338,14 @@ class NumpyOps:
     def _winograd_conv(self, ext, x, w, scale, shift, activation, pad):
         batch, _, h, width = x.shape
         out_h, out_w = h + 2 * pad - 2, width + 2 * pad - 2
-        tiles_h, tiles_w = -(-out_h // 4), -(-out_w // 4)
-        v = ext.winograd_input(np.ascontiguousarray(x), pad, tiles_h, tiles_w)
-        u = self._winograd_weights(w)
-        m = parallel_matmul(u, v, np.empty((36, u.shape[1], v.shape[2]), dtype=np.float32))
+        tile = 4 if -(-out_h // 4) * -(-out_w // 4) >= self.WINOGRAD_MIN_TILES else 2
+        tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
+        v = ext.winograd_input(np.ascontiguousarray(x), pad, tiles_h, tiles_w, tile)
+        u = self._winograd_weights(w, tile)
+        m = parallel_matmul(u, v, np.empty((u.shape[0], u.shape[1], v.shape[2]), dtype=np.float32))
         return ext.winograd_output(m, batch, out_h, out_w, tiles_h, tiles_w,
-                                   None if scale is None else self.asarray(scale), self.asarray(shift), activation)
+                                   None if scale is None else self.asarray(scale), self.asarray(shift), activation,
+                                   tile)
 
     def maxpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
         """Inference max pooling: the maximum over each size x size window of x (batch, c, h, w) whose (0, 0)

@@ -136,9 +136,11 @@ WINOGRAD = [(1, 16, 16, 8, 8, 1), (2, 17, 19, 13, 11, 1), (1, 32, 24, 9, 7, 0), 
 
 @pytest.mark.parametrize("geometry", WINOGRAD)
 @pytest.mark.parametrize("activation", ["linear", "leaky", "mish"])
-def test_winograd_convolution_matches_numpy(geometry, activation):
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_convolution_matches_numpy(geometry, activation, tile):
     batch, c, filters, h, w, pad = geometry
     ops = NumpyOps(np.float32)
+    ops.WINOGRAD_MIN_TILES = 0 if tile == 4 else 10 ** 9      # F(4x4, 3x3) or F(2x2, 3x3) on any map
     rng = np.random.default_rng(list(geometry))
     x = rng.normal(size=(batch, c, h, w)).astype(np.float32)
     weights = (rng.normal(size=(filters, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
@@ -148,6 +150,7 @@ def test_winograd_convolution_matches_numpy(geometry, activation):
     got = ops.conv2d_affine_activation(x, weights, scale, shift, activation, 1, 1, pad, 1, 1)
     expected = _reference_conv_affine(x, weights, scale, shift, activation, pad)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5 * np.abs(expected).max())
+    assert [key[-1] for key in ops._winograd_cache] == [tile]
 
 
 def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
