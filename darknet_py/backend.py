@@ -18,6 +18,7 @@ with darknet's receptive-field offset, is what is computed here.
 """
 import functools
 import itertools
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -92,9 +93,13 @@ class _ParallelGemm:
     OPENBLAS_NUM_THREADS apply); without threadpoolctl or OpenBLAS, plain np.matmul."""
 
     MIN_FLOPS = 4e6     # below this, one call is cheaper than the hand-off
+    # When the caller waited for a helper longer than its own parts took (and over 1 ms), the cores are busy
+    # with other processes: single-threaded GEMMs for the next half second (as csrc/parallel.cpp does).
+    CONTENDED_WAIT, SERIAL_PERIOD = 1e-3, 0.5
 
     def __init__(self):
         self.blas, self.pool, self.workers = None, None, 0
+        self.serial_until = 0.0
         try:
             from threadpoolctl import ThreadpoolController
             controllers = ThreadpoolController().select(internal_api="openblas").lib_controllers
@@ -111,6 +116,12 @@ class _ParallelGemm:
         broadcast = b.shape[0] if b.ndim == 3 and a.ndim == 2 else 1
         if threads < 2 or parts < 2 or 2.0 * a.size * b.shape[-1] * broadcast < self.MIN_FLOPS:
             return np.matmul(a, b, out=out)
+        if time.perf_counter() < self.serial_until:
+            self.blas.set_num_threads(1)       # OpenBLAS's own threads would stall the same way
+            try:
+                return np.matmul(a, b, out=out)
+            finally:
+                self.blas.set_num_threads(threads)
         if self.workers < threads - 1:
             self.pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="darknet_py-gemm")
             self.workers = threads - 1
@@ -130,10 +141,15 @@ class _ParallelGemm:
         self.blas.set_num_threads(1)
         try:
             helpers = [self.pool.submit(run_parts) for _ in range(threads - 1)]
+            start = time.perf_counter()
             run_parts()
+            own_done = time.perf_counter()
             for helper in helpers:
                 if not helper.cancel():     # it started: wait for the part it runs
                     helper.result()
+            waited = time.perf_counter() - own_done
+            if waited > max(self.CONTENDED_WAIT, own_done - start):
+                self.serial_until = time.perf_counter() + self.SERIAL_PERIOD
         finally:
             self.blas.set_num_threads(threads)
         return out

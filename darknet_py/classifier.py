@@ -78,12 +78,12 @@ def evaluate(net, data, paths, topk, progress=None):
     return hits1 / done, hitsk / done
 
 
-def validate_classifier(data_path, cfg_path, weights, out=None):
+def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
     out = out or sys.stdout
     from .data import read_list
     from .datafile import read_data_file
     data = read_data_file(data_path)
-    net = build_network(cfg_path, weights, batch=1)
+    net = build_network(cfg_path, weights, batch=1, quiet=quiet)
     _check_classes(net, data)
     topk = min(int(data.get("top", 1)), data.classes)
     paths = read_list(data.valid)
@@ -96,13 +96,13 @@ def validate_classifier(data_path, cfg_path, weights, out=None):
 
 
 # -- predict ------------------------------------------------------------------------------------------
-def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None):
+def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None, quiet=True):
     """Print and return [(probability, label)] of the `top` most probable classes of `image`."""
     out = out or sys.stdout
     from .data import classify_input
     from .datafile import read_data_file
     data = read_data_file(data_path)
-    net = build_network(cfg_path, weights, batch=1)
+    net = build_network(cfg_path, weights, batch=1, quiet=quiet)
     _check_classes(net, data)
     names = data.names or data.labels
     if top <= 0:
@@ -123,7 +123,7 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None):
 # -- train --------------------------------------------------------------------------------------------
 def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=False, chart="chart.png",
                      device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=None,
-                     last_every=None, topk_every=None, threads=2, seed=None, progress=True, out=None):
+                     last_every=None, topk_every=None, threads=2, seed=None, progress=True, out=None, quiet=True):
     """Darknet's train_classifier. batch/subdivisions/max_batches override the cfg's (batch is the
     mini-batch); topk_every overrides darknet's top-k period. Returns a dict: iteration, seen, loss, avg_loss,
     rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights)."""
@@ -132,7 +132,7 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
 
     out = out or sys.stdout
     data = read_data_file(data_path)
-    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
+    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear, quiet)
     _check_classes(net, data)
     o = net.options
     if seed is not None:
@@ -204,15 +204,15 @@ def _seed_layers(net, seed):
 def cmd_train(args):
     train_classifier(args.data, args.cfg, args.weights, clear=args.clear, calc_topk=args.topk, chart=args.chart,
                      device=training_device(args), batch=args.batch, subdivisions=args.subdivisions,
-                     max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show)
+                     max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show, quiet=False)
 
 
 def cmd_valid(args):
-    validate_classifier(args.data, args.cfg, args.weights)
+    validate_classifier(args.data, args.cfg, args.weights, quiet=False)
 
 
 def cmd_predict(args):
-    predict_classifier(args.data, args.cfg, args.weights, args.image, top=args.t)
+    predict_classifier(args.data, args.cfg, args.weights, args.image, top=args.t, quiet=False)
 
 
 def register_cli(sub):

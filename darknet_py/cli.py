@@ -46,7 +46,7 @@ def cmd_partial(args):
     from .weights import partial
     if args.layers < 0:
         raise UsageError(f"partial: expected a layer count N >= 0; got {args.layers}")
-    net = load(args.cfg, quiet=True)
+    net = load(args.cfg)
     partial(net, args.weights, args.out, args.layers)
     print(f"Saved the first {min(args.layers, len(net.layers))} layers of {args.weights} to {args.out}")
 

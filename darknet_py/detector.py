@@ -39,11 +39,12 @@ MAP_THRESH = 0.005   # validate_detector_map's detection threshold
 
 
 # -- network and names ------------------------------------------------------------------------------
-def load_detector(cfg, weights):
-    """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head."""
+def load_detector(cfg, weights, quiet=True):
+    """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head; darknet's layer
+    table goes to stderr first unless `quiet`."""
     from . import load
     from .weights import DarknetWeightsWarning, load_weights
-    net = load(cfg, quiet=True)
+    net = load(cfg, quiet=quiet)
     check_detector(net)
     if weights is not None:
         with warnings.catch_warnings(record=True) as caught:
@@ -239,11 +240,11 @@ def image_paths(image, stdin, out):
 
 def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=0.5, nms=NMS_DEFAULT_IOU,
                   ext_output=False, letter_box=False, outfile=None, predictions="predictions.jpg",
-                  stdin=None, out=None):
+                  stdin=None, out=None, quiet=True):
     """The `detector test` verb. Returns the number of images processed."""
     from .data import load_image
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    net = load_detector(cfg, weights)
+    net = load_detector(cfg, weights, quiet)
     _, names = read_names(data_path, net)
     letter_box = bool(letter_box or net.options.letter_box)
     frames = []
@@ -313,14 +314,14 @@ def map_lines(result, names):
 
 
 def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0, letter_box=False,
-                 out=None, err=None):
+                 out=None, err=None, quiet=True):
     """The `detector map` verb: prints darknet's report and returns the mAP (0..1)."""
     from .data import read_list
     out, err = out or sys.stdout, err or sys.stderr
     if points != 0 and points < 2:
         raise DarknetError(f"-points {points}: expected 0 (area under the curve), 11 (VOC2007), 101 (COCO) or "
                            f"another number of recall points >= 2")
-    net = load_detector(cfg, weights)
+    net = load_detector(cfg, weights, quiet)
     data, names = read_names(data_path, net)
     paths = read_list(data.valid)
     difficult = data.get("difficult")
@@ -341,11 +342,12 @@ def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0,
 # -- command line -----------------------------------------------------------------------------------
 def cmd_test(args):
     test_detector(args.data, args.cfg, args.weights, args.image, args.thresh, args.hier, args.nms,
-                  args.ext_output, args.letter_box, args.out)
+                  args.ext_output, args.letter_box, args.out, quiet=False)
 
 
 def cmd_map(args):
-    map_detector(args.data, args.cfg, args.weights, args.thresh, args.iou_thresh, args.points, args.letter_box)
+    map_detector(args.data, args.cfg, args.weights, args.thresh, args.iou_thresh, args.points, args.letter_box,
+                 quiet=False)
 
 
 def _common(parser):

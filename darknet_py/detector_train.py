@@ -73,7 +73,7 @@ def resized_network(net, width, height, batch=None):
 
 def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=False, chart="chart.png",
                    device="cpu", batch=None, subdivisions=None, max_batches=None, threads=2, seed=None,
-                   progress=True, out=None, err=None, workers="process"):
+                   progress=True, out=None, err=None, workers="process", quiet=True):
     """Darknet's train_detector. batch/subdivisions/max_batches override the cfg's (batch is the mini-batch).
     Returns a dict: iteration, seen, loss, avg_loss, maps (list of (iteration, mAP)), best_map, final (path)."""
     from .data import read_list
@@ -83,7 +83,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
 
     out, err = out or sys.stdout, err or sys.stderr
     data = read_data_file(data_path)
-    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
+    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear, quiet)
     head = last_detection_layer(net)
     if data.classes != head.classes:
         raise DarknetError(f"{data.where('classes')}: classes={data.classes}, but the detection layers of "
@@ -184,7 +184,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
 def cmd_train(args):
     train_detector(args.data, args.cfg, args.weights, clear=args.clear, calc_map=args.map, chart=args.chart,
                    device=training_device(args), batch=args.batch, subdivisions=args.subdivisions,
-                   max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show)
+                   max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show, quiet=False)
 
 
 def add_train_verb(verbs):

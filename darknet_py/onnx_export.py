@@ -415,7 +415,7 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, batch=None, boxes=False):
 # -- command line -------------------------------------------------------------------------------------
 def cmd_export(args):
     from . import load
-    net = load(args.cfg, args.weights, quiet=True, width=args.width, height=args.height)
+    net = load(args.cfg, args.weights, quiet=False, width=args.width, height=args.height)
     export_onnx(net, args.out, opset=args.opset, batch=args.batch, boxes=args.boxes)
     batch = args.batch if args.batch else "dynamic"
     extra = " with boxes and scores" if args.boxes else ""

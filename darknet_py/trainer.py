@@ -17,11 +17,14 @@ def cfg_base(cfg_path):
     return Path(cfg_path).stem
 
 
-def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu"):
-    """The cfg's network with `weights` loaded, or darknet's random initialization without them."""
+def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu", quiet=True):
+    """The cfg's network with `weights` loaded, or darknet's random initialization without them; darknet's
+    layer table goes to stderr first unless `quiet` (the CLI prints it at every load, as darknet does)."""
     from .network import Network
     from .weights import init_weights, load_weights
     net = Network(cfg_path, batch=batch, device=device)
+    if not quiet:
+        print(net.summary(), file=sys.stderr)
     if subdivisions is not None:
         if subdivisions < 1:
             raise DarknetError(f"subdivisions must be >= 1; got {subdivisions}")
@@ -33,9 +36,9 @@ def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu"
     return net
 
 
-def network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear):
+def network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear, quiet=True):
     """build_network, then max_batches overridden when given (at least 1 needed) and `seen` reset with clear."""
-    net = build_network(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
+    net = build_network(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device, quiet=quiet)
     o = net.options
     if max_batches is not None:
         o.max_batches = max_batches

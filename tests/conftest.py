@@ -20,3 +20,14 @@ def load_quiet(cfg, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return darknet_py.load(cfg, quiet=True, **kwargs)
+
+
+def one_error_line(err):
+    """The error line of a failed CLI run's stderr, after checking the error is one line: exactly one `error: `
+    line, the last one, and no traceback. What comes before it is darknet's layer table (printed at every load,
+    as darknet does, before a later error such as weights that do not fit) or `warning: ` lines."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert "Traceback" not in err, err
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    return errors[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, one_error_line
 from darknet_py.classifier import predict_classifier, train_classifier, validate_classifier
 from darknet_py.cli import main
 from darknet_py.datasets import make_digits
@@ -173,5 +173,4 @@ def test_cli_errors_are_one_line(digits, tmp_path, capsys, case):
     data = data_file(digits, tmp_path, **changes)
     argv = ["classifier", verb, str(data), str(DIGITS_CFG), weights] + ([image] if verb == "predict" else [])
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+    assert expect in one_error_line(capsys.readouterr().err)

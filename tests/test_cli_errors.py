@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, one_error_line
 from darknet_py.cli import build_parser, main
 
 
@@ -53,10 +53,8 @@ def assert_one_line_error(capsys, argv):
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"{argv}: exit code {code}; stderr {err!r}"
-    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"{argv}: {err!r}"
-    assert "Traceback" not in err and "Traceback" not in out
-    return lines[0]
+    assert "Traceback" not in out
+    return one_error_line(err)
 
 
 COMMANDS = [" ".join(prefix) for prefix, _ in leaf_commands()]
