@@ -208,6 +208,8 @@ PYBIND11_MODULE(_C, m) {
        "activation(y * scale + shift)");
 
     m.def("num_threads", &darknet_py::num_threads, "threads the kernels use, the caller included");
+    m.def("contended", &darknet_py::contended,
+          "whether the kernels currently run serially because other processes keep the cores busy");
     m.def("set_num_threads", [](int threads) {
         if (threads < 1) throw py::value_error("threads must be >= 1");
         darknet_py::set_num_threads(threads);

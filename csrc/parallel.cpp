@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -45,13 +46,14 @@ class Pool {
     }
 
     int threads() const { return threads_.load(); }
+    bool contended() const { return now() < serial_until_.load(); }
     void set_threads(int threads) { threads_.store(std::max(1, threads)); }
 
     void run(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t min_chunk) {
         const int threads = this->threads();
         const int64_t chunks = std::min<int64_t>(4 * threads, n / std::max<int64_t>(1, min_chunk));
         std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
-        if (threads < 2 || chunks < 2 || inside_parallel || !busy.owns_lock()) {
+        if (threads < 2 || chunks < 2 || inside_parallel || !busy.owns_lock() || now() < serial_until_.load()) {
             body(0, n);
             return;
         }
@@ -67,20 +69,35 @@ class Pool {
             ++generation_;
         }
         wake_.notify_all();
+        const int64_t start = now();
         inside_parallel = true;
         run_chunks(*job);
         inside_parallel = false;
+        const int64_t own_done = now();
         // only chunks that a worker already claimed are left: wait for them, asleep (a worker that was
         // descheduled mid-chunk needs a CPU; spinning here could take the one it would get)
         {
             std::unique_lock<std::mutex> lock(job->mutex);
             job->all_finished.wait(lock, [&] { return job->finished.load() == job->chunks; });
         }
+        // Waiting longer than the caller's own share of the work took means a worker was held up without a
+        // CPU: the cores are busy with other processes, where every parallel step can cost a scheduler time
+        // slice. Run on the caller alone for a while.
+        const int64_t waited = now() - own_done;
+        if (waited > std::max<int64_t>(CONTENDED_WAIT_NS, own_done - start))
+            serial_until_.store(now() + SERIAL_PERIOD_NS);
         std::lock_guard<std::mutex> lock(mutex_);
         job_.reset();   // a worker that wakes late finds no job
     }
 
   private:
+    static constexpr int64_t CONTENDED_WAIT_NS = 1000000, SERIAL_PERIOD_NS = 500000000;   // 1 ms, 0.5 s
+
+    static int64_t now() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch()).count();
+    }
+
     Pool() {
         int cpus = int(std::thread::hardware_concurrency());
 #ifdef __linux__
@@ -116,6 +133,7 @@ class Pool {
     }
 
     std::atomic<int> threads_{1};
+    std::atomic<int64_t> serial_until_{0};   // steady-clock ns before which parallel_for runs serially
     std::mutex run_mutex_, mutex_;
     std::condition_variable wake_;
     std::vector<std::thread> workers_;
@@ -132,6 +150,8 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, 
 }
 
 int num_threads() { return Pool::instance().threads(); }
+
+bool contended() { return Pool::instance().contended(); }
 
 void set_num_threads(int threads) { Pool::instance().set_threads(threads); }
 

@@ -17,10 +17,7 @@ columns im2col never wrote), and the formula above, the standard dilated convolu
 with darknet's receptive-field offset, is what is computed here.
 """
 import functools
-import itertools
-import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -84,86 +81,44 @@ class _Geometry:
                 self.h + 2 * self.off - eff >= 0 and self.w + 2 * self.off - eff >= 0)
 
 
-class _ParallelGemm:
-    """Large GEMMs cut in parts (the rows of the left matrix, or the matrices of a stack) that the caller and a
-    thread pool claim in turn, with BLAS single-threaded meanwhile. OpenBLAS's own threads busy-wait for each
-    other: on a machine whose cores other processes also use, a 2-thread GEMM measured 4x slower than a
-    1-thread one. Here the caller runs every part no worker has claimed, so it never waits for a worker that has
-    not started. Two parts per BLAS thread, that count read at each call (threadpoolctl limits and
-    OPENBLAS_NUM_THREADS apply); without threadpoolctl or OpenBLAS, plain np.matmul."""
-
-    MIN_FLOPS = 4e6     # below this, one call is cheaper than the hand-off
-    # When the caller waited for a helper longer than its own parts took (and over 1 ms), the cores are busy
-    # with other processes: single-threaded GEMMs for the next half second (as csrc/parallel.cpp does).
-    CONTENDED_WAIT, SERIAL_PERIOD = 1e-3, 0.5
+class _Gemm:
+    """np.matmul, with BLAS single-threaded while the C++ kernels find the cores busy with other processes
+    (_C.contended(), csrc/parallel.h). Measured on the shared 2-core machine: OpenBLAS's 2-thread GEMM ran 4-7x
+    slower than 1 thread whenever other processes kept the cores busy (its threads busy-wait for each other),
+    while on free cores it is the fastest choice (GEMM parts on our own threads, from Python or C++, measured
+    15-40% slower: wake-ups, and B packed once per part). Without threadpoolctl, plain np.matmul."""
 
     def __init__(self):
-        self.blas, self.pool, self.workers = None, None, 0
-        self.serial_until = 0.0
+        self.blas = None
         try:
             from threadpoolctl import ThreadpoolController
-            controllers = ThreadpoolController().select(internal_api="openblas").lib_controllers
+            # numpy's own BLAS (scipy may bring a second one, which numpy does not call)
+            controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+            self.blas = next((c for c in controllers if "numpy" in c.filepath), controllers[0] if controllers else None)
         except ImportError:
-            controllers = []
-        if len(controllers) == 1:
-            self.blas = controllers[0]
+            pass
 
     def __call__(self, a, b, out):
-        threads = self.blas.get_num_threads() if self.blas is not None else 1
-        stacked = a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]
-        axis_len = a.shape[0] if stacked else a.shape[-2]
-        parts = min(2 * threads, axis_len)
-        broadcast = b.shape[0] if b.ndim == 3 and a.ndim == 2 else 1
-        if threads < 2 or parts < 2 or 2.0 * a.size * b.shape[-1] * broadcast < self.MIN_FLOPS:
+        from ._ext import _C
+        if self.blas is None or not _C.contended():
             return np.matmul(a, b, out=out)
-        if time.perf_counter() < self.serial_until:
-            self.blas.set_num_threads(1)       # OpenBLAS's own threads would stall the same way
-            try:
-                return np.matmul(a, b, out=out)
-            finally:
-                self.blas.set_num_threads(threads)
-        if self.workers < threads - 1:
-            self.pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="darknet_py-gemm")
-            self.workers = threads - 1
-        bounds = np.linspace(0, axis_len, parts + 1).astype(int)
-        if stacked:
-            jobs = [(a[i:j], b[i:j], out[i:j]) for i, j in zip(bounds[:-1], bounds[1:])]
-        else:
-            jobs = [(a[..., i:j, :], b, out[..., i:j, :]) for i, j in zip(bounds[:-1], bounds[1:])]
-        claim = itertools.count().__next__      # atomic under the GIL
-
-        def run_parts():
-            for k in iter(claim, None):
-                if k >= len(jobs):
-                    return
-                np.matmul(jobs[k][0], jobs[k][1], out=jobs[k][2])
-
+        threads = self.blas.get_num_threads()
         self.blas.set_num_threads(1)
         try:
-            helpers = [self.pool.submit(run_parts) for _ in range(threads - 1)]
-            start = time.perf_counter()
-            run_parts()
-            own_done = time.perf_counter()
-            for helper in helpers:
-                if not helper.cancel():     # it started: wait for the part it runs
-                    helper.result()
-            waited = time.perf_counter() - own_done
-            if waited > max(self.CONTENDED_WAIT, own_done - start):
-                self.serial_until = time.perf_counter() + self.SERIAL_PERIOD
+            return np.matmul(a, b, out=out)
         finally:
             self.blas.set_num_threads(threads)
-        return out
 
 
-_parallel_gemm = None
+_gemm = None
 
 
-def parallel_matmul(a, b, out):
-    """out[...] = a @ b (2-D, a stack of matrices, or a 2-D left matrix broadcast over a stack), in parallel."""
-    global _parallel_gemm
-    if _parallel_gemm is None:
-        _parallel_gemm = _ParallelGemm()
-    return _parallel_gemm(a, b, out)
+def matmul(a, b, out):
+    """out[...] = a @ b (np.matmul), BLAS single-threaded while the machine is contended (_Gemm)."""
+    global _gemm
+    if _gemm is None:
+        _gemm = _Gemm()
+    return _gemm(a, b, out)
 
 
 # Winograd kernel transforms G (csrc/winograd.cpp has B and A): F(4x4, 3x3) with interpolation points 0, +-1, +-2,
@@ -261,7 +216,7 @@ class NumpyOps:
             xs = xs.reshape(batch, groups, cg, g.out_h * g.out_w)
             out4 = out.reshape(batch, groups, fg, g.out_h * g.out_w)      # a view: out is contiguous
             for j in range(groups):
-                parallel_matmul(w[j * fg:(j + 1) * fg, :, 0, 0], xs[:, j], out4[:, j])
+                matmul(w[j * fg:(j + 1) * fg, :, 0, 0], xs[:, j], out4[:, j])
             return out
         if groups == c == filters:
             # depthwise: sum over kernel taps of shifted slices times per-channel weights
@@ -278,7 +233,7 @@ class NumpyOps:
         for b in range(batch):
             for j in range(groups):
                 work = self.im2col(x[b, j * cg:(j + 1) * cg], g, work)
-                parallel_matmul(wmat[j * fg:(j + 1) * fg], work, out[b, j * fg:(j + 1) * fg].reshape(fg, -1))
+                matmul(wmat[j * fg:(j + 1) * fg], work, out[b, j * fg:(j + 1) * fg].reshape(fg, -1))
         return out
 
     def _fused(self, dtype, activation):
@@ -358,7 +313,7 @@ class NumpyOps:
         tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
         v = ext.winograd_input(np.ascontiguousarray(x), pad, tiles_h, tiles_w, tile)
         u = self._winograd_weights(w, tile)
-        m = parallel_matmul(u, v, np.empty((u.shape[0], u.shape[1], v.shape[2]), dtype=np.float32))
+        m = matmul(u, v, np.empty((u.shape[0], u.shape[1], v.shape[2]), dtype=np.float32))
         return ext.winograd_output(m, batch, out_h, out_w, tiles_h, tiles_w,
                                    None if scale is None else self.asarray(scale), self.asarray(shift), activation,
                                    tile)
