@@ -17,6 +17,7 @@ columns im2col never wrote), and the formula above, the standard dilated convolu
 with darknet's receptive-field offset, is what is computed here.
 """
 import functools
+import os
 import weakref
 
 import numpy as np
@@ -130,9 +131,29 @@ WINOGRAD_G = {
 }
 
 
+WINOGRAD_TILE = {"winograd4": 4, "winograd2": 2}
+WINOGRAD_ENV = "DARKNET_PY_WINOGRAD"
+WINOGRAD_MODES = ("cached", "uncached", "off")
+
+
+def winograd_mode():
+    """DARKNET_PY_WINOGRAD: "cached" (default: transformed weights kept, (P + 9)/9 times the 3x3 weights held,
+    P = 36 or 16), "uncached" (transformed again at every forward: no memory held, slower) or "off" (im2col)."""
+    from .errors import DarknetError
+    mode = os.environ.get(WINOGRAD_ENV, "cached").strip().lower() or "cached"
+    if mode not in WINOGRAD_MODES:
+        raise DarknetError(f"{WINOGRAD_ENV}: expected one of {', '.join(WINOGRAD_MODES)}; got '{mode}'")
+    return mode
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_activations(ext):
     return frozenset(ext.fused_activations())
+
+
+def _fused_ext():
+    from ._ext import _C
+    return _C
 
 
 class NumpyOps:
@@ -146,6 +167,7 @@ class NumpyOps:
 
     def __init__(self, dtype=np.float32):
         self.dtype = np.dtype(dtype)   # float64 only for finite-difference gradient checks
+        self.winograd = winograd_mode()
         self._winograd_cache = {}
 
     def asarray(self, x):
@@ -210,7 +232,8 @@ class NumpyOps:
         g = _Geometry(c, h, width, k, stride_x, stride_y, pad, dilation)
         fg = filters // groups
         out = np.empty((batch, filters, g.out_h, g.out_w), dtype=x.dtype)
-        if k == 1 and pad == 0:
+        path = self.conv_path(c, filters, k, stride_x, stride_y, pad, dilation, groups, g.out_h, g.out_w, None, True)
+        if path == "pointwise":
             # pointwise: a plain matmul over (subsampled) pixels, no im2col
             xs = x if stride_x == stride_y == 1 else x[:, :, ::stride_y, ::stride_x]
             xs = xs.reshape(batch, groups, cg, g.out_h * g.out_w)
@@ -218,7 +241,7 @@ class NumpyOps:
             for j in range(groups):
                 matmul(w[j * fg:(j + 1) * fg, :, 0, 0], xs[:, j], out4[:, j])
             return out
-        if groups == c == filters:
+        if path == "depthwise-taps":
             # depthwise: sum over kernel taps of shifted slices times per-channel weights
             padded = g.pad(np, x)
             out.fill(0)
@@ -261,16 +284,17 @@ class NumpyOps:
         """Inference: activation(conv2d(x, w) * scale[f] + shift[f]) per filter f, without keeping the
         pre-activation (scale None means 1: a plain bias)."""
         batch, c, h, width = x.shape
-        filters = w.shape[0]
-        ext = self._fused(x.dtype, activation)
-        if ext is not None and groups == c == filters and filters > 1:
-            out_h, out_w = conv_output_size(h, width, w.shape[2], stride_x, stride_y, pad)
-            return ext.depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), stride_y, stride_x,
-                                        pad * dilation, dilation, out_h, out_w,
-                                        None if scale is None else self.asarray(scale), self.asarray(shift),
-                                        activation)
-        if ext is not None and self._winograd_fits(x, w, stride_x, stride_y, dilation, groups):
-            return self._winograd_conv(ext, x, w, scale, shift, activation, pad)
+        filters, _, size, _ = w.shape
+        out_h, out_w = conv_output_size(h, width, size, stride_x, stride_y, pad)
+        path = self.conv_path(c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
+                              False, x.dtype)
+        if path == "depthwise":
+            return _fused_ext().depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), stride_y, stride_x,
+                                                 pad * dilation, dilation, out_h, out_w,
+                                                 None if scale is None else self.asarray(scale), self.asarray(shift),
+                                                 activation)
+        if path.startswith("winograd"):
+            return self._winograd_conv(x, w, scale, shift, activation, pad, WINOGRAD_TILE[path])
         z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
         return self.affine_activation(z, scale, shift, activation)
 
@@ -279,18 +303,87 @@ class NumpyOps:
     # 4x fewer multiplications) unless the map has fewer than WINOGRAD_MIN_TILES 4x4 tiles per image, where
     # F(2x2, 3x3) (P = 16, 2.25x) keeps the GEMMs wide enough (13x13: 49 tiles instead of 16) and reads
     # less than half the transformed weights. Below WINOGRAD_MIN_CHANNELS the transforms cost more than they save.
+    # The transformed weights (P/9 times the weights) are cached per layer unless self.winograd says otherwise
+    # (winograd_mode: DARKNET_PY_WINOGRAD=cached|uncached|off).
     WINOGRAD_MIN_CHANNELS = 16
     WINOGRAD_MIN_TILES = 32
+    WINOGRAD_CHUNK_FLOATS = 1 << 18   # float64 transform temporaries, per block of filters
 
-    def _winograd_fits(self, x, w, stride_x, stride_y, dilation, groups):
-        filters, c, k = w.shape[:3]
-        return (k == 3 and w.shape[3] == 3 and stride_x == stride_y == 1 and dilation == 1 and groups == 1 and
-                min(c, filters) >= self.WINOGRAD_MIN_CHANNELS)
+    def conv_path(self, c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
+                  train, dtype=np.float32):
+        """The algorithm that computes this convolution, the one dispatch of conv2d and conv2d_affine_activation
+        (and of conv_memory, so that the layer table counts what runs): "pointwise" (a matmul, no im2col),
+        "depthwise" (C++ kernel, inference), "depthwise-taps" (NumPy), "winograd4" / "winograd2" (inference,
+        F(4x4, 3x3) / F(2x2, 3x3)) or "im2col"."""
+        if size == 1 and pad == 0:
+            return "pointwise"
+        fused = not train and self._fused(np.dtype(dtype), activation) is not None
+        if groups == c == filters:
+            return "depthwise" if fused and filters > 1 else "depthwise-taps"
+        if (fused and self.winograd != "off" and size == 3 and stride_x == stride_y == 1 and dilation == 1 and
+                groups == 1 and min(c, filters) >= self.WINOGRAD_MIN_CHANNELS):
+            return "winograd4" if -(-out_h // 4) * -(-out_w // 4) >= self.WINOGRAD_MIN_TILES else "winograd2"
+        return "im2col"
+
+    def conv_memory(self, layer, batch, train):
+        """(path, cache_bytes, scratch_bytes) of a convolutional layer's forward at `batch` (and its backward
+        in training), from its shapes (c, h, w, filters, size, stride_x, stride_y, padding, dilation, groups,
+        out_h, out_w, activation): cache_bytes stay allocated from the first inference on (Winograd's
+        transformed weights and the copy that checks they are current), scratch_bytes are allocated while the
+        layer runs and freed after, beyond its output. C++ per-thread buffers are included."""
+        c, filters, k, groups = layer.c, layer.filters, layer.size, layer.groups
+        path = self.conv_path(c, filters, k, layer.stride_x, layer.stride_y, layer.padding, layer.dilation, groups,
+                              layer.out_h, layer.out_w, layer.activation, train, self.dtype)
+        item = self.dtype.itemsize
+        g = _Geometry(c // groups if path == "im2col" else c, layer.h, layer.w, k, layer.stride_x, layer.stride_y,
+                      layer.padding, layer.dilation)
+        padded = 0 if g.plain else g.c * g.ext_h * g.ext_w * item
+        pixels = layer.out_h * layer.out_w
+        twice = 2 if train else 1                   # backward: the gradient of each buffer as well
+        if path == "pointwise":
+            strided = not layer.stride_x == layer.stride_y == 1
+            return path, 0, twice * batch * c * pixels * item if strided else 0
+        if path == "depthwise":
+            return path, 0, 0
+        if path == "depthwise-taps":
+            return path, 0, twice * batch * padded + batch * filters * pixels * item
+        if path == "im2col":
+            return path, 0, twice * (g.c * k * k * pixels * item + padded)
+        tile = WINOGRAD_TILE[path]
+        points = (tile + 2) ** 2
+        tiles_h, tiles_w = -(-layer.out_h // tile), -(-layer.out_w // tile)
+        transforms = points * (c + filters) * batch * tiles_h * tiles_w * 4          # V and M of _winograd_conv
+        weights, transformed = filters * c * 9 * 4, points * filters * c * 4
+        building = self._winograd_block(filters, c, tile) * c * (9 + points) * 8     # float64 temporaries
+        from ._ext import _C
+        width = tile * tiles_w
+        per_thread = max((tile * tiles_h + 2) * (width + 2) + points * tiles_w, (points + tile) * width) * 4
+        scratch = transforms + building + _C.num_threads() * per_thread
+        if self.winograd == "uncached":
+            return path, 0, scratch + transformed
+        return path, transformed + weights, scratch + weights // 4     # np.array_equal's boolean array
+
+    def _winograd_block(self, filters, c, tile):
+        """Filters transformed at once: their float64 temporaries stay under WINOGRAD_CHUNK_FLOATS."""
+        return max(1, min(filters, self.WINOGRAD_CHUNK_FLOATS // (c * (tile + 2) ** 2)))
+
+    def _winograd_transform(self, w, tile):
+        """G w G^T as ((tile+2)^2, filters, channels) float32, computed in float64 a block of filters at a time."""
+        g = WINOGRAD_G[tile]
+        filters, c = w.shape[:2]
+        out = np.empty(((tile + 2) ** 2, filters, c), dtype=np.float32)
+        step = self._winograd_block(filters, c, tile)
+        for f in range(0, filters, step):
+            block = np.einsum("ak,fckl,bl->abfc", g, w[f:f + step].astype(np.float64), g)
+            out[:, f:f + step] = block.reshape(out.shape[0], -1, c)
+        return out
 
     def _winograd_weights(self, w, tile):
-        """G w G^T as ((tile+2)^2, filters, channels), cached per weights array and tile. The cache entry keeps
-        a copy of the weights and is used only while they are unchanged (weights are updated in place by
-        training and tests), and is dropped with the array."""
+        """The transformed weights; with self.winograd == "cached", kept per weights array and tile. The cache
+        entry keeps a copy of the weights and is used only while they are unchanged (weights are updated in
+        place by training and tests), and is dropped with the array."""
+        if self.winograd == "uncached":
+            return self._winograd_transform(w, tile)
         owner = w
         while isinstance(owner.base, np.ndarray):
             owner = owner.base
@@ -298,18 +391,22 @@ class NumpyOps:
         cached = self._winograd_cache.get(key)
         if cached is not None and np.array_equal(cached[0], w):
             return cached[1]
-        g = WINOGRAD_G[tile]
-        transformed = np.einsum("ak,fckl,bl->abfc", g, w.astype(np.float64), g)
-        transformed = np.ascontiguousarray(transformed.reshape(-1, w.shape[0], w.shape[1]), dtype=np.float32)
         if cached is None:
             weakref.finalize(owner, self._winograd_cache.pop, key, None)
+        else:
+            del self._winograd_cache[key]      # free the stale transform before building the new one
+        transformed = self._winograd_transform(w, tile)
         self._winograd_cache[key] = (w.copy(), transformed)
         return transformed
 
-    def _winograd_conv(self, ext, x, w, scale, shift, activation, pad):
+    def clear_caches(self):
+        """Free the cached Winograd weights (rebuilt by the next inference that needs them)."""
+        self._winograd_cache.clear()
+
+    def _winograd_conv(self, x, w, scale, shift, activation, pad, tile):
+        ext = _fused_ext()
         batch, _, h, width = x.shape
         out_h, out_w = h + 2 * pad - 2, width + 2 * pad - 2
-        tile = 4 if -(-out_h // 4) * -(-out_w // 4) >= self.WINOGRAD_MIN_TILES else 2
         tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
         v = ext.winograd_input(np.ascontiguousarray(x), pad, tiles_h, tiles_w, tile)
         u = self._winograd_weights(w, tile)

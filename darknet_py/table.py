@@ -29,18 +29,25 @@ TEMPORARIES = 4
 
 
 def scratch_bytes(net, batch, train):
-    """The largest transient memory of one layer: its im2col workspace (one image at a time; twice in training,
-    where col2im needs a second one) plus TEMPORARIES arrays the size of its input or output for the batch."""
-    return max((l.workspace_bytes * (2 if train else 1) + TEMPORARIES * 4 * batch * max(l.outputs, l.inputs)
+    """The largest transient memory of one layer: what the engine allocates while it runs (layer.engine_memory:
+    the im2col workspace, one image at a time and twice in training where col2im needs a second one; Winograd's
+    transformed input and products), plus TEMPORARIES arrays the size of its input or output for the batch."""
+    return max((l.engine_memory(net.ops, batch, train)[1] + TEMPORARIES * 4 * batch * max(l.outputs, l.inputs)
                 for l in net.layers), default=0)
+
+
+def cache_bytes(net, batch=1):
+    """What the engine keeps from the first inference on besides the weights (Winograd's transformed weights)."""
+    return sum(l.engine_memory(net.ops, batch, False)[0] for l in net.layers)
 
 
 def forward_bytes(net, batch, train):
     """Bytes a forward (and, in training, the backward after it) allocates beyond the weights and the input:
-    what the network's memory check compares with the memory available."""
+    what the network's memory check compares with the memory available. An inference counts the engine's
+    weight caches (built by the first one)."""
     outputs = sum(l.output_floats for l in net.layers) * 4 * batch
     if not train:
-        return outputs + scratch_bytes(net, batch, False)
+        return outputs + cache_bytes(net, batch) + scratch_bytes(net, batch, False)
     buffers = sum(l.train_floats for l in net.layers) * 4 * batch
     weight_gradients = sum(l.params for l in net.layers) * 4
     return 2 * outputs + buffers + weight_gradients + scratch_bytes(net, batch, True)   # outputs and their deltas
@@ -54,8 +61,10 @@ def memory_budget(net):
     outputs = sum(l.output_floats for l in layers) * 4
     extras = sum(l.train_floats for l in layers) * 4
     train_batch = max(1, net.options.batch // net.options.subdivisions)
-    inference = {"batch": 1, "activations_mib": outputs / MIB, "scratch_mib": scratch_bytes(net, 1, False) / MIB}
-    inference["total_mib"] = weights / MIB + inference["activations_mib"] + inference["scratch_mib"]
+    inference = {"batch": 1, "activations_mib": outputs / MIB, "scratch_mib": scratch_bytes(net, 1, False) / MIB,
+                 "weight_cache_mib": cache_bytes(net) / MIB}
+    inference["total_mib"] = (weights / MIB + inference["weight_cache_mib"] + inference["activations_mib"] +
+                              inference["scratch_mib"])
     training = {
         "batch": train_batch,
         "activations_mib": outputs * train_batch / MIB,
@@ -75,6 +84,7 @@ def table_dict(net):
             "index": l.index, "type": l.kind, "input": list(l.input_shape), "output": list(l.output_shape),
             "bflops": round(l.bflops, 6), "fma_g": l.fma / 1e9, "params": l.params,
             "output_mib": l.output_floats * 4 / MIB, "workspace_mib": l.workspace_bytes / MIB,
+            "weight_cache_mib": l.engine_memory(net.ops, 1, False)[0] / MIB,
         })
     return {
         "cfg": net.cfg_path,
@@ -105,7 +115,8 @@ def format_table(net):
         f"darknet's BFLOPS count each as 2)",
         f"Parameters {info['params']:,} (weights file {mem['weights_mib']:.2f} MiB)",
         f"Memory, inference at batch 1: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
-        f"outputs {inf['activations_mib']:.1f} + largest layer scratch (im2col, temporaries) {inf['scratch_mib']:.1f}",
+        f"Winograd weights cache {inf['weight_cache_mib']:.1f} + outputs {inf['activations_mib']:.1f} + "
+        f"largest layer scratch (im2col/Winograd buffers, temporaries) {inf['scratch_mib']:.1f}",
         f"Memory, training at batch {tr['batch']}: {tr['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
         f"weight gradients {tr['weight_gradients_mib']:.1f} + outputs {tr['activations_mib']:.1f} + "
         f"output gradients {tr['gradients_mib']:.1f} + BN/activation/dropout buffers {tr['buffers_mib']:.1f} + "

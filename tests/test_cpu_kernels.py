@@ -146,7 +146,8 @@ def test_winograd_convolution_matches_numpy(geometry, activation, tile):
     weights = (rng.normal(size=(filters, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
     scale = rng.uniform(0.5, 1.5, filters).astype(np.float32)
     shift = rng.normal(0, 0.5, filters).astype(np.float32)
-    assert ops._winograd_fits(x, weights, 1, 1, 1, 1)
+    assert ops.conv_path(c, filters, 3, 1, 1, pad, 1, 1, h + 2 * pad - 2, w + 2 * pad - 2, activation,
+                         False) == f"winograd{tile}"
     got = ops.conv2d_affine_activation(x, weights, scale, shift, activation, 1, 1, pad, 1, 1)
     expected = _reference_conv_affine(x, weights, scale, shift, activation, pad)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5 * np.abs(expected).max())
@@ -254,7 +255,7 @@ def test_inference_forward_and_backward_of_the_fused_path_match_float64(tmp_path
             for net in nets:
                 net.layers[i].weights[name] = value.astype(np.float32)
     x = rng.normal(size=(2, 16, 10, 9)).astype(np.float32)
-    assert NumpyOps()._winograd_fits(x, nets[0].layers[0].weights["weights"], 1, 1, 1, 1)
+    assert NumpyOps().conv_path(16, 16, 3, 1, 1, 1, 1, 1, 10, 9, "mish", False).startswith("winograd")
     out32, out64 = nets[0].forward(x), nets[1].forward(x.astype(np.float64))
     assert out32.dtype == np.float32 and nets[0].layers[0]._z is None         # nothing kept for backward
     np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-4 * np.abs(out64).max())

@@ -85,10 +85,9 @@ def traced_forward(net, x, train=False):
         tracemalloc.stop()
 
 
-# The Winograd path (backend.py _winograd_weights) keeps 5x the weights of every 3x3 stride-1 convolution after
-# the first forward (plus ~7x while transforming), which the table does not count yet: the backend should
-# report it through the ops interface so that forward_bytes includes it. Until then this fails for such cfgs.
-@pytest.mark.xfail(reason="Winograd weight caches are not in the table's memory figures yet", strict=False)
+# The Winograd path keeps (P + 9)/9 times the weights of every 3x3 stride-1 convolution from the first forward on
+# (P = 36 or 16); the backend reports it (ops.conv_memory), so forward_bytes counts it, and the test drops the
+# caches before each forward, as a first forward starts without them.
 @pytest.mark.parametrize("name, size", [("yolov4-tiny", 256), ("efficientnet_b0", 224), ("yolov3-tiny", 320),
                                         ("enet-coco", 256), ("darknet19", 224)])
 def test_forward_estimate_bounds_what_a_forward_allocates(shared, name, size):
@@ -98,6 +97,7 @@ def test_forward_estimate_bounds_what_a_forward_allocates(shared, name, size):
         x = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
         for layer in net.layers:      # start from nothing held, as a first forward does
             layer.output = None
+        net.ops.clear_caches()
         peak = traced_forward(net, x)
         estimate = forward_bytes(net, batch, train=False)
         assert peak <= estimate, f"{name} batch {batch}: forward allocated {peak} bytes, the table said {estimate}"

@@ -133,6 +133,11 @@ class Layer:
         """Scratch memory for one image (im2col), shared across layers."""
         return 0
 
+    def engine_memory(self, ops, batch, train):
+        """(cache_bytes, scratch_bytes) the engine `ops` allocates for this layer at `batch` beyond its output:
+        held from the first forward on (Winograd weights), and allocated only while the layer runs."""
+        return 0, self.workspace_bytes * (2 if train else 1)
+
     # -- printing -----------------------------------------------------------------------------------
     def row(self):
         """Darknet's table text for this layer, after the '%4d ' index."""

@@ -128,6 +128,11 @@ class Convolutional(Layer):
             return 0
         return self.out_h * self.out_w * self.size * self.size * (self.c // self.groups) * 4
 
+    def engine_memory(self, ops, batch, train):
+        # the backend says which algorithm it runs (Winograd, im2col, depthwise, pointwise) and what it needs
+        _, cache, scratch = ops.conv_memory(self, batch, train)
+        return cache, scratch
+
     def row(self):
         if self.xnor and self.bin_output:
             name = "convXB"
