@@ -22,7 +22,6 @@ from .errors import DarknetError
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
-BN_EPSILON = .00001
 HEAD_KINDS = ("yolo", "Gaussian_yolo", "region", "detection")
 
 
@@ -41,9 +40,9 @@ def _onnx():
 def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance):
     """Darknet's fuse_conv_batchnorm: (weights, biases) with the inference batch normalization folded in;
     the first axis of `weights` is the output channel."""
-    a = scales.astype(np.float64) / np.sqrt(rolling_variance.astype(np.float64) + BN_EPSILON)
-    folded_biases = biases.astype(np.float64) - scales.astype(np.float64) * rolling_mean / np.sqrt(
-        rolling_variance.astype(np.float64) + BN_EPSILON)
+    from .layers.batchnorm import bn_inference_affine
+    params = {"scales": scales, "biases": biases, "rolling_mean": rolling_mean, "rolling_variance": rolling_variance}
+    a, folded_biases = bn_inference_affine({k: v.astype(np.float64) for k, v in params.items()}, np)
     folded = weights.astype(np.float64) * a.reshape((-1,) + (1,) * (weights.ndim - 1))
     return folded.astype(np.float32), folded_biases.astype(np.float32)
 
