@@ -368,14 +368,16 @@ class NumpyOps:
         return max(1, min(filters, self.WINOGRAD_CHUNK_FLOATS // (c * (tile + 2) ** 2)))
 
     def _winograd_transform(self, w, tile):
-        """G w G^T as ((tile+2)^2, filters, channels) float32, computed in float64 a block of filters at a time."""
+        """G w G^T as ((tile+2)^2, filters, channels) float32, computed in float64 a block of filters at a time,
+        as one GEMM per block: kron(G, G) (P x 9) times the 3x3 kernels (9 x block*channels)."""
         g = WINOGRAD_G[tile]
+        gg = np.kron(g, g)       # row a*(tile+2) + b, column k*3 + l: G[a, k] * G[b, l]
         filters, c = w.shape[:2]
         out = np.empty(((tile + 2) ** 2, filters, c), dtype=np.float32)
         step = self._winograd_block(filters, c, tile)
         for f in range(0, filters, step):
-            block = np.einsum("ak,fckl,bl->abfc", g, w[f:f + step].astype(np.float64), g)
-            out[:, f:f + step] = block.reshape(out.shape[0], -1, c)
+            kernels = w[f:f + step].reshape(-1, 9).astype(np.float64)
+            out[:, f:f + step] = (gg @ kernels.T).reshape(out.shape[0], -1, c)
         return out
 
     def _winograd_weights(self, w, tile):

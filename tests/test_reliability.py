@@ -22,7 +22,7 @@ import pytest
 
 from conftest import SHARED, load_quiet
 from darknet_py.memory import LIMIT_ENV, DarknetMemoryError, available_bytes, parse_size
-from darknet_py.table import forward_bytes, scratch_bytes
+from darknet_py.table import cache_bytes, forward_bytes, scratch_bytes
 from darknet_py.weights import init_weights
 
 INT32_MAX = 2 ** 31 - 1
@@ -355,3 +355,33 @@ def test_non_finite_training_stops_naming_iteration_and_first_layer(tmp_path, po
     if poison == "input":   # stopped before the update: the weights of the last good iteration are kept
         for (index, name), array in before.items():
             np.testing.assert_array_equal(net.layers[index].weights[name], array)
+
+
+@pytest.mark.parametrize("mode", ["uncached", "off"])
+def test_winograd_modes_hold_no_weight_cache(shared, monkeypatch, mode):
+    """DARKNET_PY_WINOGRAD=uncached transforms the weights at every forward and =off runs im2col: neither keeps
+    a weight cache, the table says so, the forward stays within its estimate and computes what the cached
+    Winograd path computes."""
+    cfg = shared / "cfg" / "yolov4-tiny.cfg"
+    x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    cached = randomized(load_quiet(cfg, width=256, height=256))
+    assert cache_bytes(cached) > 50 * 2 ** 20      # (36 + 9) * 4 bytes per 3x3 weight at 256x256: ~76 MiB
+    expected = cached.forward(x).copy()
+    monkeypatch.setenv("DARKNET_PY_WINOGRAD", mode)
+    net = randomized(load_quiet(cfg, width=256, height=256))
+    paths = {net.ops.conv_memory(l, 1, False)[0] for l in net.layers if l.kind == "convolutional"}
+    assert not any(p.startswith("winograd") for p in paths) if mode == "off" else {"winograd4", "winograd2"} <= paths
+    assert cache_bytes(net) == 0
+    assert "Winograd weights cache 0.0 " in net.summary()
+    net.memory_check = False
+    assert traced_forward(net, x) <= forward_bytes(net, 1, False)
+    assert not net.ops._winograd_cache
+    np.testing.assert_allclose(net.forward(x), expected, rtol=1e-3,
+                               atol=1e-4 * np.abs(expected).max())
+
+
+def test_bad_winograd_mode_is_one_line_error(shared, monkeypatch):
+    from darknet_py.errors import DarknetError
+    monkeypatch.setenv("DARKNET_PY_WINOGRAD", "fast")
+    with pytest.raises(DarknetError, match="DARKNET_PY_WINOGRAD: expected one of cached, uncached, off; got 'fast'"):
+        load_quiet(shared / "cfg" / "yolov4-tiny.cfg")
