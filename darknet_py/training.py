@@ -185,7 +185,9 @@ def train_iteration(net, next_batch):
             raise DarknetError(f"{net.cfg_path}: a training mini-batch of {x.shape[0]} images; the network "
                                f"runs {o.mini_batch}")
         net.seen += o.mini_batch
-        net.forward(x, train=True, truth=truth)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            # non-finite values are reported by check_finite, naming the layer, not by NumPy warnings
+            net.forward(x, train=True, truth=truth)
         if net.cost is None:
             raise DarknetError(f"{net.cfg_path}: no layer computes a loss (training needs a [softmax], [cost] "
                                f"or detection layer at the end)")
