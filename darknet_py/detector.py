@@ -21,9 +21,7 @@ layer: N - type = T" debug lines are not printed; -gpus is accepted and the CPU 
 """
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 
 from .detection import (NMS_DEFAULT_IOU, MapStats, apply_nms, detection_heads, label_path, network_boxes,
                         network_input, nms_layer, printed_detections, read_truth, shown)
+from .atomic import write_atomic
 from .errors import DarknetError
 
 JSON_FLOOR = 0.005   # detection_to_json: classes above this (get_network_boxes already applied thresh)
@@ -73,7 +72,7 @@ def read_names(data_path, net):
     for layer in detection_heads(net):
         if layer.classes != len(names):
             raise DarknetError(f"{names_path} has {len(names)} names, but {layer.section.where('classes')} "
-                               f"([{layer.section.name}] layer {layer.index}) has classes={layer.classes}")
+                               f"is {layer.classes}: expected one name per class")
     return data, names
 
 
@@ -199,21 +198,12 @@ def draw_detections(image, dets, thresh, names):
     return picture
 
 
-def write_atomic(path, write):
-    """Write `path` through a temporary file in the same folder renamed over it: no half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent if str(path.parent) else ".")
+def save_output(path, write):
+    """An output file written atomically (no half-written predictions.jpg or JSON), or a one-line error."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 is not what a plain open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_atomic(path, write)
+    except OSError as e:
+        raise DarknetError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 # -- detector test ----------------------------------------------------------------------------------
@@ -257,12 +247,12 @@ def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=
             print(line, file=out)
         picture = draw_detections(array, dets, thresh, names)
         if predictions:
-            write_atomic(predictions, lambda f: picture.save(f, format="JPEG", quality=80))
+            save_output(predictions, lambda f: picture.save(f, format="JPEG", quality=80))
         if outfile:
             frames.append(json_frame(dets, names, len(frames) + 1, path))
     if outfile:
         text = "[\n" + ", \n".join(frames) + "\n]"
-        write_atomic(outfile, lambda f: f.write(text.encode("utf-8")))
+        save_output(outfile, lambda f: f.write(text.encode("utf-8")))
     return count
 
 

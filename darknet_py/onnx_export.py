@@ -13,11 +13,11 @@ classes: darknet's detection probability, objectness times class probability, be
 for a runtime NMS. The batch dimension is dynamic unless a batch size is given.
 """
 import os
-import tempfile
 
 import numpy as np
 
 from .activations import GELU_A, GELU_B, NORM_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA
+from .atomic import write_atomic
 from .errors import DarknetError
 
 MIN_OPSET = 13
@@ -399,15 +399,11 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, batch=None, boxes=False):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise DarknetError(f"{path}: cannot write the ONNX file: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".onnx-", dir=folder)
+    payload = model.SerializeToString()
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_atomic(path, lambda f: f.write(payload))
+    except OSError as e:
+        raise DarknetError(f"{path}: cannot write the ONNX file: {e.strerror or e}") from None
     return model
 
 

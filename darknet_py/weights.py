@@ -1,12 +1,11 @@
 """Darknet .weights files: header (int32 major, minor, revision; `seen` images as uint64 when major*10+minor
 >= 2, else uint32), then float32 arrays layer by layer in each layer's `weight_layout()` order
 (src/parser.c load_weights_upto / save_weights_upto). Nothing is loaded partially without an error."""
-import os
-import tempfile
 import warnings
 
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import DarknetWeightsError
 
 HEADER_INTS = 3
@@ -106,57 +105,13 @@ def weights_bytes(net, cutoff=None):
 
 
 def save_weights(net, path, cutoff=None):
-    """Write a darknet .weights file atomically: a temporary file in the same folder, fsync, rename, then fsync
-    of the folder, so that a crash at any moment leaves either the old file or the complete new one. The file
-    gets the mode open() would give it (0666 less the umask), not mkstemp's 0600."""
+    """Write a darknet .weights file atomically (atomic.write_atomic: a crash at any moment leaves either the
+    old file or the complete new one)."""
     payload = weights_bytes(net, cutoff)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".weights-", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):   # POSIX; Windows has no group/other permission bits to widen
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_folder(folder)
+        write_atomic(path, lambda f: f.write(payload))
     except OSError as e:
         raise DarknetWeightsError(f"{path}: cannot write weights file: {e.strerror or e}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask():
-    """The process umask. Linux reports it in /proc/self/status; elsewhere os.umask must set it to read it, so it
-    is set straight back (a file another thread creates in between may get mode 0666 & ~0o022)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_folder(folder):
-    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def init_weights(net, seed=0):

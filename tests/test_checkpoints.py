@@ -125,6 +125,11 @@ def save_schedule(resumed_at, until):
     return saves
 
 
+def is_temporary(name):
+    """atomic.write_atomic's temporary files: hidden, named after their target (.tiny_last.weights-XXXXXXXX)."""
+    return name.startswith(".") and ".weights-" in name
+
+
 class Trainer:
     """A tiny classifier data set and cfg in `root`, and the CLI training runs on it."""
 
@@ -182,7 +187,7 @@ class Trainer:
         self.proc.wait()
 
     def temp_files(self):
-        return sorted(p.name for p in self.backup.iterdir() if p.name.startswith(".weights-"))
+        return sorted(p.name for p in self.backup.iterdir() if is_temporary(p.name))
 
     def weights_files(self):
         """{name: iteration} of every .weights file in backup/, each loaded in full (a corrupt one fails)."""
@@ -190,7 +195,7 @@ class Trainer:
         from darknet_py.weights import load_weights
         found = {}
         for path in sorted(self.backup.iterdir()):
-            if path.name.startswith(".weights-"):
+            if is_temporary(path.name):
                 continue
             assert path.suffix == ".weights", f"unexpected file in backup/: {path.name}"
             net = Network(self.root / "tiny.cfg")

@@ -474,7 +474,7 @@ def test_cli_errors(capsys, tiny, shared):
         (["tiny.data", "tiny.cfg", "tiny.names", "img.png"], ("tiny.names",)),
         (["nonames.data", "tiny.cfg", "tiny.weights", "img.png"], ("nonames.data", "names: missing")),
         (["three.data", "tiny.cfg", "tiny.weights", "img.png"], ("three.names has 3 names", "tiny.cfg:",
-                                                                 "classes=2")),
+                                                                 "classes is 2")),
     ]
     write(tiny / "nonames.data", "classes = 2\n")
     write(tiny / "three.names", "a\nb\nc\n")

@@ -172,9 +172,9 @@ def test_save_without_weights_is_an_error(tmp_path):
 @pytest.mark.parametrize("umask_source", ["proc", "os.umask"])
 def test_saved_file_mode_is_what_open_gives(tmp_path, monkeypatch, umask, umask_source):
     """mkstemp makes 0600 files; the renamed .weights must have the mode a plain open() would give it."""
-    import darknet_py.weights as weights_module
+    import darknet_py.atomic as atomic_module
     if umask_source == "os.umask":       # the fallback where /proc/self/status cannot be read
-        monkeypatch.setattr(weights_module, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")),
+        monkeypatch.setattr(atomic_module, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")),
                             raising=False)
     net = init_weights(tiny_net(tmp_path))
     previous = os.umask(umask)
