@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, build_network, cfg_base, header,
-                      network_to_train, print_skipped, training_device)
+                      network_to_train, print_skipped, gpus_device)
 from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
@@ -203,7 +203,7 @@ def _seed_layers(net, seed):
 # -- CLI ----------------------------------------------------------------------------------------------
 def cmd_train(args):
     train_classifier(args.data, args.cfg, args.weights, clear=args.clear, calc_topk=args.topk, chart=args.chart,
-                     device=training_device(args), batch=args.batch, subdivisions=args.subdivisions,
+                     device=gpus_device(args), batch=args.batch, subdivisions=args.subdivisions,
                      max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show, quiet=False)
 
 

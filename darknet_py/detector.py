@@ -17,7 +17,7 @@ mAP@-iou_thresh by -points 0 (area under the curve), 11 (VOC2007) or 101 (COCO),
 Differences from darknet: every bad input (image, names, weights, cfg without a detection head) is a one-line
 error with exit code 2 where darknet prints a warning and goes on or crashes; output files are written
 atomically; `map` honours -letter_box too (darknet uses only [net] letter_box there); darknet's " Detection
-layer: N - type = T" debug lines are not printed; -gpus is accepted and the CPU engine runs.
+layer: N - type = T" debug lines are not printed; -gpus warns and runs on the CPU while no GPU engine exists.
 """
 import json
 import math
@@ -32,18 +32,19 @@ from .detection import (NMS_DEFAULT_IOU, MapStats, apply_nms, detection_heads, l
                         network_input, nms_layer, printed_detections, read_truth, shown)
 from .atomic import write_atomic
 from .errors import DarknetError
+from .trainer import gpus_device
 
 JSON_FLOOR = 0.005   # detection_to_json: classes above this (get_network_boxes already applied thresh)
 MAP_THRESH = 0.005   # validate_detector_map's detection threshold
 
 
 # -- network and names ------------------------------------------------------------------------------
-def load_detector(cfg, weights, quiet=True):
+def load_detector(cfg, weights, quiet=True, device="cpu"):
     """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head; darknet's layer
     table goes to stderr first unless `quiet`."""
     from . import load
     from .weights import DarknetWeightsWarning, load_weights
-    net = load(cfg, quiet=quiet)
+    net = load(cfg, quiet=quiet, device=device)
     check_detector(net)
     if weights is not None:
         with warnings.catch_warnings(record=True) as caught:
@@ -230,11 +231,11 @@ def image_paths(image, stdin, out):
 
 def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=0.5, nms=NMS_DEFAULT_IOU,
                   ext_output=False, letter_box=False, outfile=None, predictions="predictions.jpg",
-                  stdin=None, out=None, quiet=True):
+                  stdin=None, out=None, quiet=True, device="cpu"):
     """The `detector test` verb. Returns the number of images processed."""
     from .data import load_image
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    net = load_detector(cfg, weights, quiet)
+    net = load_detector(cfg, weights, quiet, device)
     _, names = read_names(data_path, net)
     letter_box = bool(letter_box or net.options.letter_box)
     frames = []
@@ -304,14 +305,14 @@ def map_lines(result, names):
 
 
 def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0, letter_box=False,
-                 out=None, err=None, quiet=True):
+                 out=None, err=None, quiet=True, device="cpu"):
     """The `detector map` verb: prints darknet's report and returns the mAP (0..1)."""
     from .data import read_list
     out, err = out or sys.stdout, err or sys.stderr
     if points != 0 and points < 2:
         raise DarknetError(f"-points {points}: expected 0 (area under the curve), 11 (VOC2007), 101 (COCO) or "
                            f"another number of recall points >= 2")
-    net = load_detector(cfg, weights, quiet)
+    net = load_detector(cfg, weights, quiet, device)
     data, names = read_names(data_path, net)
     paths = read_list(data.valid)
     difficult = data.get("difficult")
@@ -332,12 +333,12 @@ def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0,
 # -- command line -----------------------------------------------------------------------------------
 def cmd_test(args):
     test_detector(args.data, args.cfg, args.weights, args.image, args.thresh, args.hier, args.nms,
-                  args.ext_output, args.letter_box, args.out, quiet=False)
+                  args.ext_output, args.letter_box, args.out, quiet=False, device=gpus_device(args))
 
 
 def cmd_map(args):
     map_detector(args.data, args.cfg, args.weights, args.thresh, args.iou_thresh, args.points, args.letter_box,
-                 quiet=False)
+                 quiet=False, device=gpus_device(args))
 
 
 def _common(parser):
@@ -346,7 +347,7 @@ def _common(parser):
     parser.add_argument("weights")
     parser.add_argument("-thresh", type=float, default=0.25, help="confidence threshold (default .25)")
     parser.add_argument("-letter_box", action="store_true", help="letterbox instead of stretching the image")
-    parser.add_argument("-gpus", default=None, help="accepted for darknet compatibility; the CPU engine runs")
+    parser.add_argument("-gpus", default=None, help="GPU index (the CPU is used when no CUDA engine is available)")
     parser.add_argument("-dont_show", action="store_true", help="accepted: no window is ever opened")
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, cfg_base, header, network_to_train,
-                      print_skipped, training_device)
+                      print_skipped, gpus_device)
 from .training import current_iteration, images_per_iteration, network_rate
 
 MAP_EPOCHS = 4          # darknet's default -mAP_epochs
@@ -183,7 +183,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
 # -- CLI ----------------------------------------------------------------------------------------------
 def cmd_train(args):
     train_detector(args.data, args.cfg, args.weights, clear=args.clear, calc_map=args.map, chart=args.chart,
-                   device=training_device(args), batch=args.batch, subdivisions=args.subdivisions,
+                   device=gpus_device(args), batch=args.batch, subdivisions=args.subdivisions,
                    max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show, quiet=False)
 
 

@@ -56,7 +56,7 @@ def header(base, options):
     return f"{base}\nLearning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}"
 
 
-def training_device(args):
+def gpus_device(args):
     """The device of `-gpus` (its first index); the CPU, with a warning, when no CUDA engine is available."""
     if args.gpus is None:
         return "cpu"
@@ -65,7 +65,7 @@ def training_device(args):
     try:
         get_ops(device)
     except DarknetError as e:
-        print(f"warning: -gpus {args.gpus}: {e}; training on the CPU", file=sys.stderr)
+        print(f"warning: -gpus {args.gpus}: {e}; running on the CPU", file=sys.stderr)
         return "cpu"
     return device
 
