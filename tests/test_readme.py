@@ -29,3 +29,13 @@ def test_readme_main_job_detects_the_shapes_of_its_sample_image():
     # data/shapes/shapes_0001.jpg shows two triangles (one cut by the border) and two squares
     assert sorted(detections) == ["square", "square", "triangle", "triangle"]
     assert (REPO / "predictions.jpg").stat().st_size > 0
+
+
+def test_gpus_flag_without_a_gpu_engine_warns_and_runs_on_the_cpu():
+    """`-gpus 0` (darknet's flag) must neither fail nor be silently ignored while no CUDA engine exists."""
+    argv = main_job_command()[1:] + ["-gpus", "0"]
+    done = subprocess.run([sys.executable, "-m", "darknet_py"] + argv, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning: -gpus 0:" in done.stderr and "running on the CPU" in done.stderr
+    assert "Predicted in" in done.stdout
