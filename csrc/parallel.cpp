@@ -1,6 +1,7 @@
 #include "parallel.h"
 
 #ifdef __linux__
+#include <pthread.h>
 #include <sched.h>
 #endif
 
@@ -68,6 +69,9 @@ class Pool {
             active_ = threads - 1;
             ++generation_;
         }
+#ifdef __linux__
+        steer_workers();
+#endif
         wake_.notify_all();
         const int64_t start = now();
         inside_parallel = true;
@@ -81,17 +85,27 @@ class Pool {
             job->all_finished.wait(lock, [&] { return job->finished.load() == job->chunks; });
         }
         // Waiting longer than the caller's own share of the work took means a worker was held up without a
-        // CPU: the cores are busy with other processes, where every parallel step can cost a scheduler time
-        // slice. Run on the caller alone for a while.
-        const int64_t waited = now() - own_done;
-        if (waited > std::max<int64_t>(CONTENDED_WAIT_NS, own_done - start))
-            serial_until_.store(now() + SERIAL_PERIOD_NS);
+        // CPU. Once in a while that happens on free cores too (OpenBLAS's idle threads spin on the other core
+        // for a while after each GEMM); several such waits close together mean the cores are busy with other
+        // processes, where every parallel step can cost a scheduler time slice: run on the caller alone for a
+        // while.
+        const int64_t done = now(), waited = done - own_done;
+        if (waited > std::max<int64_t>(CONTENDED_WAIT_NS, own_done - start)) {
+            if (done - long_wait_since_ > CONTENDED_WINDOW_NS) {
+                long_wait_since_ = done;
+                long_waits_ = 0;
+            }
+            if (++long_waits_ >= CONTENDED_WAITS) serial_until_.store(done + SERIAL_PERIOD_NS);
+        }
         std::lock_guard<std::mutex> lock(mutex_);
         job_.reset();   // a worker that wakes late finds no job
     }
 
   private:
-    static constexpr int64_t CONTENDED_WAIT_NS = 1000000, SERIAL_PERIOD_NS = 500000000;   // 1 ms, 0.5 s
+    // a long wait: over 1 ms; CONTENDED_WAITS of them within 250 ms start a serial period of 0.5 s
+    static constexpr int64_t CONTENDED_WAIT_NS = 1000000, CONTENDED_WINDOW_NS = 250000000,
+                             SERIAL_PERIOD_NS = 500000000;
+    static constexpr int CONTENDED_WAITS = 3;
 
     static int64_t now() {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -112,9 +126,29 @@ class Pool {
         while (int(workers_.size()) < count) {
             const int rank = int(workers_.size()) + 1;
             workers_.emplace_back([this, rank] { worker(rank); });
+#ifdef __linux__
+            handles_.push_back(workers_.back().native_handle());
+            steered_from_ = -1;   // the new worker may run anywhere
+#endif
             workers_.back().detach();
         }
     }
+
+#ifdef __linux__
+    // Keeps the workers off the caller's CPU. Otherwise a woken worker tends to be queued on the caller's CPU
+    // (the other one looks busy: OpenBLAS's idle threads spin there for a while after each GEMM) and only runs
+    // once the caller has done every chunk itself: measured on 2 cores, the Winograd transforms took as long
+    // with 2 threads as with 1. Set again only when the caller has moved to another CPU.
+    void steer_workers() {
+        const int cpu = sched_getcpu();
+        if (cpu < 0 || cpu == steered_from_) return;
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) < 2) return;
+        CPU_CLR(cpu, &set);
+        for (pthread_t handle : handles_) pthread_setaffinity_np(handle, sizeof set, &set);
+        steered_from_ = cpu;
+    }
+#endif
 
     void worker(int rank) {
         inside_parallel = true;
@@ -137,8 +171,14 @@ class Pool {
     std::mutex run_mutex_, mutex_;
     std::condition_variable wake_;
     std::vector<std::thread> workers_;
+#ifdef __linux__
+    std::vector<pthread_t> handles_;   // of the (detached, never ending) workers
+    int steered_from_ = -1;            // the CPU the workers were last kept off (run_mutex_ held)
+#endif
     std::shared_ptr<Job> job_;
     uint64_t generation_ = 0;
+    int64_t long_wait_since_ = 0;      // start of the current window of long waits (run_mutex_ held)
+    int long_waits_ = 0;               // long waits in it
     int active_ = 0;
 };
 

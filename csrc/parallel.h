@@ -2,8 +2,9 @@
 // claim from a shared counter: the caller never waits for a worker that has not started yet (it runs the
 // unclaimed chunks itself), only for chunks already running. On cores shared with other processes, where a
 // woken worker may wait milliseconds for a CPU, this keeps a kernel from stalling as fork-join (OpenMP) does.
-// When the caller still had to wait for a worker longer than its own share took (and over 1 ms), the cores are
-// taken by other processes: parallel_for then runs serially for half a second before trying threads again.
+// When the caller still had to wait for a worker longer than its own share took (and over 1 ms) three times
+// within 250 ms, the cores are taken by other processes: parallel_for then runs serially for half a second
+// before trying threads again. On Linux the workers are kept off the CPU the caller runs on.
 #pragma once
 #include <cstdint>
 #include <functional>
