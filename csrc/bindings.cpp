@@ -8,6 +8,7 @@
 #include <string>
 
 #include "activations.h"
+#include "compare.h"
 #include "depthwise.h"
 #include "im2col.h"
 #include "parallel.h"
@@ -206,6 +207,18 @@ PYBIND11_MODULE(_C, m) {
        py::arg("scale") = py::none(), py::arg("shift") = py::none(), py::arg("activation") = "linear",
        py::arg("tile") = 4, "Winograd F(tile x tile, 3x3) output transform with the fused epilogue "
        "activation(y * scale + shift)");
+
+    m.def("same_bytes", [](py::array a, py::array b) {
+        if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style))
+            throw py::value_error("same_bytes: both arrays must be C-contiguous");
+        if (!a.dtype().is(b.dtype()) || a.ndim() != b.ndim() ||
+            !std::equal(a.shape(), a.shape() + a.ndim(), b.shape()))
+            return false;
+        const int64_t bytes = int64_t(a.nbytes());
+        py::gil_scoped_release release;
+        return darknet_py::same_bytes(a.data(), b.data(), bytes);
+    }, py::arg("a"), py::arg("b"), "whether two C-contiguous arrays have the same dtype, shape and bytes "
+       "(unlike ==, a NaN equals itself and -0.0 differs from 0.0)");
 
     m.def("num_threads", &darknet_py::num_threads, "threads the kernels use, the caller included");
     m.def("contended", &darknet_py::contended,

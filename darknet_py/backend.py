@@ -361,7 +361,7 @@ class NumpyOps:
         scratch = transforms + building + _C.num_threads() * per_thread
         if self.winograd == "uncached":
             return path, 0, scratch + transformed
-        return path, transformed + weights, scratch + weights // 4     # np.array_equal's boolean array
+        return path, transformed + weights, scratch     # the check against the copy allocates nothing
 
     def _winograd_block(self, filters, c, tile):
         """Filters transformed at once: their float64 temporaries stay under WINOGRAD_CHUNK_FLOATS."""
@@ -391,7 +391,7 @@ class NumpyOps:
             owner = owner.base
         key = (id(owner), w.ctypes.data, w.shape, tile)
         cached = self._winograd_cache.get(key)
-        if cached is not None and np.array_equal(cached[0], w):
+        if cached is not None and self._unchanged(cached[0], w):
             return cached[1]
         if cached is None:
             weakref.finalize(owner, self._winograd_cache.pop, key, None)
@@ -400,6 +400,16 @@ class NumpyOps:
         transformed = self._winograd_transform(w, tile)
         self._winograd_cache[key] = (w.copy(), transformed)
         return transformed
+
+    @staticmethod
+    def _unchanged(copy, w):
+        """Whether w still holds the bytes of copy (a C-contiguous copy of it): a byte comparison on the
+        kernels' threads, which allocates nothing; np.array_equal (and its boolean array) only for a
+        non-contiguous w."""
+        if not w.flags.c_contiguous:
+            return np.array_equal(copy, w)
+        from ._ext import _C
+        return _C.same_bytes(copy, w)
 
     def clear_caches(self):
         """Free the cached Winograd weights (rebuilt by the next inference that needs them)."""

@@ -171,10 +171,29 @@ def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
     check()
     weights *= 0.9
     check()
+    weights.reshape(-1)[-1] += 0.25     # the last element: the byte comparison reads every block
+    check()
     assert len(ops._winograd_cache) == 1
     weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)   # a new array; the old one is freed
     check()
     assert len(ops._winograd_cache) == 1
+
+
+def test_same_bytes_finds_any_differing_byte():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(3, 70001)).astype(np.float32)     # several of the kernel's 64 KiB blocks, a partial last
+    assert _C.same_bytes(a, a.copy())
+    for index in [0, 16383, 16384, 70000, a.size - 1]:      # first, either side of a block boundary, last
+        b = a.copy()
+        b.reshape(-1)[index] = np.nextafter(b.reshape(-1)[index], np.float32(np.inf))
+        assert not _C.same_bytes(a, b)
+    nan = np.full(5, np.nan, np.float32)
+    assert _C.same_bytes(nan, nan.copy()) and not np.array_equal(nan, nan.copy())    # bytes, not ==
+    assert not _C.same_bytes(np.zeros(4, np.float32), -np.zeros(4, np.float32))
+    assert not _C.same_bytes(a, a.reshape(70001, 3).copy())                          # same bytes, other shape
+    assert not _C.same_bytes(np.zeros(4, np.float32), np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _C.same_bytes(a[:, ::2], a[:, ::2].copy())
 
 
 @pytest.mark.parametrize("shapes", [((7, 5), (5, 9)), ((36, 6, 5), (36, 5, 4)), ((6, 5), (3, 5, 8)), ((1, 4), (4, 3))])
