@@ -13,6 +13,7 @@ differences: darknet hard-codes values 4 and 5 (coords = 4; other coords are ref
 hierarchical softmax) is refused by the CPU engine for now, and backward_region_layer on the CPU adds its
 delta (in the transposed order) to the previous layer's delta without un-transposing it (the GPU version
 does un-transpose).
+Training (a forward with truth): darknet's region loss, region_loss.py.
 """
 import numpy as np
 
@@ -22,6 +23,7 @@ from .batchnorm import image_input
 from .softmax import softmax_backward, softmax_forward
 from ..activations import activate, activate_backward
 from ..errors import DarknetError
+from ..region_loss import region_cost, region_delta
 
 
 @register("region")
@@ -60,6 +62,9 @@ class Region(Layer):
         if anchors and len(anchors) < 2 * self.n:
             raise s.error("anchors", f"expected {2 * self.n} numbers (num={self.n} anchors); got {len(anchors)}")
         self.anchors = anchors[:2 * self.n] or [0.5] * (2 * self.n)
+        self.loss_grad = None    # d(loss)/d(input) of the last training forward with truth
+        self.cost = 0.0
+        self.loss_line = ""
 
     def row(self):
         return "detection"
@@ -86,7 +91,26 @@ class Region(Layer):
         if self.softmax:
             self._classes = softmax_forward(t[..., 5:], 3, 1.0, xp)
             out[..., 5:] = self._classes
+        self.loss_grad = None
+        truth = getattr(net, "truth", None)
+        if net.train and truth is not None:
+            self._loss(out, truth, net)
         return out.reshape(out.shape[0], -1)
+
+    def _loss(self, out, truth, net):
+        """Darknet's training loss (region_loss.py): cost, its printed line, and d(loss)/d(input) = -darknet's
+        delta, which is already taken with respect to the logits."""
+        xp = net.ops.xp
+        delta, stats = region_delta(self, net.ops.to_numpy(out), net.ops.to_numpy(truth), net.seen)
+        self.cost, self.loss_line = region_cost(self, delta, stats)
+        size = self.coords + self.classes + 1
+        grad = -delta.reshape(out.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
+        self.loss_grad = xp.asarray(np.ascontiguousarray(grad), dtype=out.dtype)
+        # the engine's backward starts from the last layer's delta: a head's own loss needs no incoming one
+        if self.delta is None or self.delta.shape != (out.shape[0], self.outputs):
+            self.delta = xp.zeros((out.shape[0], self.outputs), dtype=out.dtype)
+        else:
+            self.delta[...] = 0
 
     def backward(self, x, net):
         xp = net.ops.xp
@@ -98,7 +122,10 @@ class Region(Layer):
             dt[..., 5:] = softmax_backward(self._classes, dy[..., 5:], 3, 1.0, xp)
         size = self.coords + self.classes + 1
         dx = dt.reshape(t.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
-        return xp.ascontiguousarray(dx).reshape(x.shape)
+        dx = xp.ascontiguousarray(dx).reshape(x.shape)
+        if self.loss_grad is not None:
+            dx += self.loss_grad.reshape(x.shape)
+        return dx
 
     # -- detection (detection.py) -------------------------------------------------------------------
     def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):
