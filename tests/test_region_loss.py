@@ -289,3 +289,21 @@ def test_tree_is_refused_and_training_a_region_cfg_lowers_the_loss(tmp_path, cap
     with pytest.raises(DarknetError, match="tree"):
         train_detector(str(data), str(cfg), progress=False, chart=None, max_batches=1, threads=1,
                        workers="thread")
+
+
+def test_gaussian_yolo_training_is_refused_naming_the_layer(tmp_path):
+    """No Gaussian_yolo loss yet: a training forward with truth says so, naming the cfg line, instead of
+    training.py's generic 'no layer computes a loss'."""
+    from darknet_py.errors import DarknetError
+    from darknet_py.network import Network
+    from darknet_py.weights import init_weights
+    cfg = tmp_path / "g.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n\n[convolutional]\nfilters=30\nsize=1\n"
+                   "activation=linear\n\n[Gaussian_yolo]\nmask=0,1,2\nanchors=4,4, 8,8, 16,16\nclasses=1\nnum=3\n")
+    net = Network(cfg)
+    init_weights(net)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    truth = np.zeros((1, 90, 5), np.float32)
+    with pytest.raises(DarknetError, match=r"g\.cfg:\d+: \[Gaussian_yolo\].*not supported yet"):
+        net.forward(x, train=True, truth=truth)
+    net.forward(x)                       # inference still runs

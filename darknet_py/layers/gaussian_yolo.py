@@ -12,6 +12,7 @@ import numpy as np
 
 from . import register
 from .yolo import AnchorHead, IOU_LOSSES, anchor_planes, head_backward, head_forward, xy_affine
+from ..errors import DarknetError
 
 LOGISTIC_PLANES = [slice(0, 4), 5, 7, slice(8, None)]
 SCALED_PLANES = [0, 2]
@@ -42,6 +43,9 @@ class GaussianYolo(AnchorHead):
 
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
+        if net.train and getattr(net, "truth", None) is not None:
+            raise DarknetError(f"{self.section.where()}: training a [Gaussian_yolo] head is not supported yet "
+                               f"(darknet_py trains [yolo] and [region] heads); use it for detector test/map")
         out = head_forward(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES, self.scale_x_y, net.ops.xp)
         return out.reshape(out.shape[0], self.c, self.h, self.w)
 
