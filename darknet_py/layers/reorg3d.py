@@ -24,20 +24,6 @@ from .base import Layer, fmt_shape
 from ..errors import DarknetError
 
 
-def reorg_index(C, H, W, s):
-    """For darknet's reorg_cpu with dims (W, H, C) and stride s: for each flat position of the small C x H x W
-    buffer, the flat position of the big C/s^2 x H*s x W*s buffer it corresponds to (one image)."""
-    ic = C // (s * s)
-    k = np.arange(C).reshape(-1, 1, 1)
-    j = np.arange(H).reshape(1, -1, 1)
-    i = np.arange(W).reshape(1, 1, -1)
-    c2 = k % ic
-    offset = k // ic
-    w2 = i * s + offset % s
-    h2 = j * s + offset // s
-    return (w2 + W * s * (h2 + H * s * c2)).reshape(-1)
-
-
 class Reorganize(Layer):
     """Shape logic shared by [reorg3d] and [reorg] (they differ in element order and printing)."""
 
@@ -59,51 +45,51 @@ class Reorganize(Layer):
         """(W, H, C) and the `forward` flag this layer's forward passes to reorg_cpu."""
         raise NotImplementedError
 
-    def _permutation(self, xp):
-        """Gather indexes: flat output = flat input[gather] (one image); and the inverse permutation."""
-        cached = getattr(self, "_perm", None)
-        if cached is not None and cached[0] is xp:
-            return cached[1], cached[2]
-        (W, H, C), forward = self.reorg_call()
+    def _channel_problem(self):
+        """Why darknet cannot run this layer's reorg_cpu call (stride^2 must divide its channel count), or None."""
+        (W, H, C), _ = self.reorg_call()
         s = self.stride
         if C % (s * s) or C == 0:
-            raise DarknetError(f"layer {self.index} {self.kind}: darknet's reorg_cpu is called with {C} channels "
-                               f"and stride {s}, which {s * s} does not divide (darknet divides by zero or reads out "
+            return f"darknet's reorg_cpu is called with {C} channels and stride {s}, which {s * s} does not divide"
+        return None
+
+    def _view(self):
+        """reorg_cpu as a reshape-transpose-reshape: small (s*s*ic, H, W) viewed as (s, s, ic, H, W) is big
+        (ic, H*s, W*s) viewed as (ic, H, s, W, s), axes (dy, dx, c, j, i) <-> (c, j, dy, i, dx). Returns the
+        view of one input image and the axis permutation (batch axis 0 included) that makes it the output."""
+        (W, H, C), forward = self.reorg_call()
+        s = self.stride
+        ic = C // (s * s)
+        if forward:   # small -> big
+            return (s, s, ic, H, W), (0, 3, 4, 1, 5, 2)
+        return (ic, H, s, W, s), (0, 3, 5, 1, 2, 4)     # big -> small
+
+    def _engine_view(self):
+        problem = self._channel_problem()
+        if problem:
+            raise DarknetError(f"layer {self.index} {self.kind}: {problem} (darknet divides by zero or reads out "
                                f"of bounds here); input {self.w} x {self.h} x {self.c}, reverse={self.reverse}")
-        big_of_small = reorg_index(C, H, W, s)
-        small_of_big = np.empty_like(big_of_small)
-        small_of_big[big_of_small] = np.arange(big_of_small.size)
-        # forward=0: small[p] = big[big_of_small[p]]; forward=1: big[q] = small[small_of_big[q]]
-        gather, inverse = (small_of_big, big_of_small) if forward else (big_of_small, small_of_big)
-        self._perm = (xp, xp.asarray(gather), xp.asarray(inverse))
-        return self._perm[1], self._perm[2]
+        return self._view()
 
     def forward(self, x, net):
-        gather, _ = self._permutation(net.ops.xp)
-        flat = x.reshape(x.shape[0], -1)
-        return flat[:, gather].reshape(x.shape[0], self.out_c, self.out_h, self.out_w)
+        view, perm = self._engine_view()
+        out = x.reshape((x.shape[0],) + view).transpose(perm)
+        return out.reshape(x.shape[0], self.out_c, self.out_h, self.out_w)
 
     def backward(self, x, net):
-        _, inverse = self._permutation(net.ops.xp)
-        dy = self.delta.reshape(self.delta.shape[0], -1)
-        return dy[:, inverse].reshape(x.shape)
+        view, perm = self._engine_view()
+        b = self.delta.shape[0]
+        dy = self.delta.reshape((b,) + tuple(view[p - 1] for p in perm[1:]))
+        return dy.transpose(np.argsort(perm)).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
-        """reorg_cpu as a reshape-transpose-reshape: small (s*s*ic, H, W) viewed as (s, s, ic, H, W) is big
-        (ic, H*s, W*s) viewed as (ic, H, s, W, s), axes (dy, dx, c, j, i) <-> (c, j, dy, i, dx)."""
-        (W, H, C), forward = self.reorg_call()
-        s = self.stride
-        if C % (s * s) or C == 0:
-            raise graph.unsupported(self, "stride", s, f"darknet's reorg_cpu gets {C} channels, which {s * s} does "
-                                                       f"not divide (the CPU engine refuses it too)")
-        ic = C // (s * s)
-        if forward:   # small -> big
-            view, perm = (s, s, ic, H, W), [0, 3, 4, 1, 5, 2]
-        else:         # big -> small
-            view, perm = (ic, H, s, W, s), [0, 3, 5, 1, 2, 4]
+        problem = self._channel_problem()
+        if problem:
+            raise graph.unsupported(self, "stride", self.stride, f"{problem} (the CPU engine refuses it too)")
+        view, perm = self._view()
         name = graph.reshape(graph.input(self)[0], view)
-        name = graph.op("Transpose", [name], "reorg", perm=perm)
+        name = graph.op("Transpose", [name], "reorg", perm=list(perm))
         return graph.reshape(name, (self.out_c, self.out_h, self.out_w)), (self.out_c, self.out_h, self.out_w)
 
 
