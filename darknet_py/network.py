@@ -81,14 +81,16 @@ class Network:
         self._memory_checked.add(key)
 
     def backward(self, delta=None):
-        """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the last layer's
-        own `delta` (set by a loss layer in a training forward) is used. Fills every layer's `delta` and
-        `grads`, and returns d(loss)/d(network input)."""
+        """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the loss layers'
+        own gradients (their `loss_grad`, from a forward with truth) are the only source. Fills every layer's
+        `delta` and `grads`, and returns d(loss)/d(network input)."""
         xp = self.ops.xp
         last = self.layers[-1]
         if delta is not None:
             last.delta = self.ops.asarray(delta).reshape(last.output.shape)
-        elif last.delta is None:
+        elif self.cost is not None:
+            last.delta = xp.zeros_like(last.output)
+        else:
             raise DarknetError(f"{self.cfg_path}: backward() needs a delta: the last layer has no loss")
         for layer in self.layers[:-1]:
             layer.delta = xp.zeros_like(layer.output)
@@ -97,6 +99,9 @@ class Network:
             layer = self.layers[i]
             x = self.layers[i - 1].output if i else self.input
             grad = layer.backward(x, self)
+            if layer.loss_grad is not None:   # darknet adds a loss layer's delta to its input's
+                loss_grad = layer.loss_grad.reshape(x.shape)
+                grad = loss_grad if grad is None else grad + loss_grad
             if grad is None:
                 continue
             if i:

@@ -44,6 +44,7 @@ class Layer:
     kind = None
     needs_image = True   # darknet: "Layer before X layer must output image"
     cost = None          # darknet's l.cost[0]: the loss a loss layer computed in the last forward with truth
+    loss_grad = None     # d(cost)/d(input) of that forward: Network.backward adds it to the layer's gradient
 
     def __init__(self, section, ctx):
         self.section = section

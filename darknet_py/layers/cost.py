@@ -33,7 +33,7 @@ class Cost(Layer):
 
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
-        self._loss_delta = None
+        self.loss_grad = None
         if net.truth is not None:
             xp = net.ops.xp
             truth = loss_truth(self, net.truth, x)
@@ -46,15 +46,11 @@ class Cost(Layer):
                 error = xp.where(large, 2 * xp.abs(diff) - 1, error)
                 diff = xp.where(large, xp.sign(diff), diff)
             self.cost = float(xp.sum(error))
-            self._loss_delta = -diff
-            self.delta = xp.zeros_like(x)
+            self.loss_grad = x.dtype.type(self.scale) * -diff
         return x
 
     def backward(self, x, net):
-        delta = self.delta.reshape(x.shape)
-        if self._loss_delta is None:
-            return delta
-        return delta + self.delta.dtype.type(self.scale) * self._loss_delta
+        return self.delta.reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

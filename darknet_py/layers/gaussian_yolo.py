@@ -43,7 +43,7 @@ class GaussianYolo(AnchorHead):
 
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
-        if net.train and getattr(net, "truth", None) is not None:
+        if net.train and net.truth is not None:
             raise DarknetError(f"{self.section.where()}: training a [Gaussian_yolo] head is not supported yet "
                                f"(darknet_py trains [yolo] and [region] heads); use it for detector test/map")
         out = head_forward(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES, self.scale_x_y, net.ops.xp)

@@ -62,8 +62,6 @@ class Region(Layer):
         if anchors and len(anchors) < 2 * self.n:
             raise s.error("anchors", f"expected {2 * self.n} numbers (num={self.n} anchors); got {len(anchors)}")
         self.anchors = anchors[:2 * self.n] or [0.5] * (2 * self.n)
-        self.loss_grad = None    # d(loss)/d(input) of the last training forward with truth
-        self.cost = 0.0
         self.loss_line = ""
 
     def row(self):
@@ -92,9 +90,8 @@ class Region(Layer):
             self._classes = softmax_forward(t[..., 5:], 3, 1.0, xp)
             out[..., 5:] = self._classes
         self.loss_grad = None
-        truth = getattr(net, "truth", None)
-        if net.train and truth is not None:
-            self._loss(out, truth, net)
+        if net.train and net.truth is not None:
+            self._loss(out, net.truth, net)
         return out.reshape(out.shape[0], -1)
 
     def _loss(self, out, truth, net):
@@ -106,11 +103,6 @@ class Region(Layer):
         size = self.coords + self.classes + 1
         grad = -delta.reshape(out.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
         self.loss_grad = xp.asarray(np.ascontiguousarray(grad), dtype=out.dtype)
-        # the engine's backward starts from the last layer's delta: a head's own loss needs no incoming one
-        if self.delta is None or self.delta.shape != (out.shape[0], self.outputs):
-            self.delta = xp.zeros((out.shape[0], self.outputs), dtype=out.dtype)
-        else:
-            self.delta[...] = 0
 
     def backward(self, x, net):
         xp = net.ops.xp
@@ -122,10 +114,7 @@ class Region(Layer):
             dt[..., 5:] = softmax_backward(self._classes, dy[..., 5:], 3, 1.0, xp)
         size = self.coords + self.classes + 1
         dx = dt.reshape(t.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
-        dx = xp.ascontiguousarray(dx).reshape(x.shape)
-        if self.loss_grad is not None:
-            dx += self.loss_grad.reshape(x.shape)
-        return dx
+        return xp.ascontiguousarray(dx).reshape(x.shape)
 
     # -- detection (detection.py) -------------------------------------------------------------------
     def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):

@@ -74,18 +74,19 @@ class Softmax(Layer):
         grouped = x.reshape(x.shape[0], self.groups, -1)
         self._y = softmax_forward(grouped, 2, self.temperature, xp)
         y = self._y.reshape(x.shape)
-        self._loss_delta = None
+        self.loss_grad = None
         if net.truth is not None and not self.noloss:
             truth = loss_truth(self, net.truth, y)
-            self._loss_delta = y - truth
+            self.loss_grad = y - truth
             log_p = xp.log(xp.where(truth != 0, y, 1))
             self.cost = float(-xp.sum(log_p))
-            self.delta = xp.zeros_like(y)       # later layers' loss deltas add here (see backward)
         return y
 
     def backward(self, x, net):
-        if self._loss_delta is not None:
-            return (self.delta.reshape(x.shape) + self._loss_delta).reshape(x.shape)
+        if self.loss_grad is not None:
+            # darknet's backward_softmax_layer passes later layers' deltas through unchanged: its loss delta
+            # (p - truth, Network.backward adds it) already stands for the softmax's gradient
+            return self.delta.reshape(x.shape)
         dy = self.delta.reshape(self._y.shape)
         return softmax_backward(self._y, dy, 2, self.temperature, net.ops.xp).reshape(x.shape)
 

@@ -131,8 +131,6 @@ class Yolo(AnchorHead):
         self.new_coords = s.get_int("new_coords", 0, minimum=0, maximum=1)
         self.show_details = s.get_int("show_details", 1)
         self.class_multipliers = classes_multipliers(self.counters_per_class, self.max_delta)
-        self.loss_grad = None    # d(loss)/d(input) of the last training forward with truth
-        self.cost = 0.0
         self.loss_line = ""
         for key, default in (("track_history_size", 5), ("dets_for_track", 1), ("dets_for_show", 1)):
             s.get_int(key, default)
@@ -154,9 +152,8 @@ class Yolo(AnchorHead):
         logistic, scaled = self._planes()
         out = head_forward(anchor_planes(self, x), logistic, scaled, self.scale_x_y, net.ops.xp)
         self.loss_grad = None
-        truth = getattr(net, "truth", None)
-        if net.train and truth is not None:
-            self._loss(out, truth, net)
+        if net.train and net.truth is not None:
+            self._loss(out, net.truth, net)
         return out.reshape(out.shape[0], self.c, self.h, self.w)
 
     def _loss(self, out, truth, net):
@@ -169,20 +166,12 @@ class Yolo(AnchorHead):
         delta, stats = yolo_delta(self, net.ops.to_numpy(out), truth, net.width, net.height)
         self.cost, self.loss_line = yolo_cost(self, delta, stats)
         self.loss_grad = xp.asarray(-delta, dtype=out.dtype).reshape(out.shape[0], self.c, self.h, self.w)
-        # the engine's backward starts from the last layer's delta: a head's own loss needs no incoming one
-        if self.delta is None or self.delta.shape != out.shape:
-            self.delta = xp.zeros((out.shape[0], self.c, self.h, self.w), dtype=out.dtype)
-        else:
-            self.delta[...] = 0
 
     def backward(self, x, net):
         planes = anchor_planes(self, x)
         logistic, scaled = self._planes()
         dx = head_backward(planes, self.delta.reshape(planes.shape), logistic, scaled, self.scale_x_y, net.ops.xp)
-        dx = dx.reshape(x.shape)
-        if self.loss_grad is not None:
-            dx += self.loss_grad.reshape(x.shape)
-        return dx
+        return dx.reshape(x.shape)
 
     def notes(self):
         return [f"[yolo] params: iou loss: {self.iou_loss} ({IOU_LOSSES[self.iou_loss]}), "
