@@ -109,9 +109,15 @@ class Pooling(Layer):
         return dx
 
     def _taps(self):
+        """The padded image's slice for each window tap, row n outer, column m inner."""
         for n in range(self.size):
             for m in range(self.size):
-                yield n * self.size + m, _tap(n, m, self.out_h, self.out_w, self.stride_y, self.stride_x)
+                yield _tap(n, m, self.out_h, self.out_w, self.stride_y, self.stride_x)
+
+    def _onnx_padded(self, graph, fill):
+        """This layer's input padded with `fill` (and cropped) to the extent the windows reach, as _pad does."""
+        off, ext_h, ext_w, _, _ = self._geometry()
+        return graph.pad_crop(graph.image_input(self), off, off, ext_h - self.h - off, ext_w - self.w - off, fill)
 
     def row(self):
         k = self.size
@@ -168,13 +174,18 @@ class MaxPool(Pooling):
         self._arg, self._row_arg = arg, row_arg
         return best
 
+    def _depth_chunks(self):
+        """maxpool_depth: (r, first channel, count) of each run of out_channels consecutive input channels;
+        input channel g + r*out_channels goes to output channel g (the last run may be shorter)."""
+        oc = self.out_c
+        for r in range(-(-self.c // oc)):
+            yield r, r * oc, min(oc, self.c - r * oc)
+
     def _forward_depth(self, x, lowest, xp):
-        oc, c = self.out_c, self.c
-        best = xp.full((x.shape[0], oc, self.h, self.w), lowest, dtype=x.dtype)
+        best = xp.full((x.shape[0], self.out_c, self.h, self.w), lowest, dtype=x.dtype)
         arg = xp.full(best.shape, -1, dtype=xp.int32)
-        for r in range(-(-c // oc)):                 # channel k = g + r*out_channels for output channel g
-            count = min(oc, c - r * oc)
-            val = x[:, r * oc:r * oc + count]
+        for r, start, count in self._depth_chunks():
+            val = x[:, start:start + count]
             better = val > best[:, :count]
             best[:, :count] = xp.where(better, val, best[:, :count])
             arg[:, :count] = xp.where(better, xp.int32(r), arg[:, :count])
@@ -188,11 +199,9 @@ class MaxPool(Pooling):
         dy = self.delta.reshape(self._arg.shape)
         zero = dy.dtype.type(0)
         if self.maxpool_depth:
-            oc, c = self.out_c, self.c
-            dx = xp.zeros((x.shape[0], c, self.h, self.w), dtype=dy.dtype)
-            for r in range(-(-c // oc)):
-                count = min(oc, c - r * oc)
-                dx[:, r * oc:r * oc + count] = xp.where(self._arg[:, :count] == r, dy[:, :count], zero)
+            dx = xp.zeros((x.shape[0], self.c, self.h, self.w), dtype=dy.dtype)
+            for r, start, count in self._depth_chunks():
+                dx[:, start:start + count] = xp.where(self._arg[:, :count] == r, dy[:, :count], zero)
             return dx.reshape(x.shape)
         # back through the two passes of forward: to the row maxima, then to the padded input
         sx, sy, k = self.stride_x, self.stride_y, self.size
@@ -206,21 +215,18 @@ class MaxPool(Pooling):
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
-        x = graph.image_input(self)
         if self.maxpool_depth:
-            return self._depth_onnx(graph, x), (self.out_c, self.h, self.w)
-        off, ext_h, ext_w, _, _ = self._geometry()
-        x = graph.pad_crop(x, off, off, ext_h - self.h - off, ext_w - self.w - off, -FLT_MAX)
+            return self._depth_onnx(graph, graph.image_input(self)), (self.out_c, self.h, self.w)
+        x = self._onnx_padded(graph, -FLT_MAX)
         out = graph.op("MaxPool", [x], "maxpool", kernel_shape=[self.size] * 2, strides=[self.stride_y, self.stride_x])
         return out, (self.out_c, self.out_h, self.out_w)
 
     def _depth_onnx(self, graph, x):
         """Channel g's maximum over channels g, g+out_c, ...: elementwise Max of consecutive channel chunks."""
-        oc, c = self.out_c, self.c
+        oc = self.out_c
         best = None
-        for r in range(-(-c // oc)):
-            count = min(oc, c - r * oc)
-            chunk = graph.slice(x, 1, r * oc, r * oc + count)
+        for _, start, count in self._depth_chunks():
+            chunk = graph.slice(x, 1, start, start + count)
             if best is None:
                 best = chunk if count == oc else graph.pad_channels(chunk, oc - count, -FLT_MAX)
             elif count == oc:
