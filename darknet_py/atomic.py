@@ -6,17 +6,29 @@ import os
 import tempfile
 
 
-def write_atomic(path, write):
-    """Call write(f) on a binary temporary file, then move it to `path` durably. OSError propagates (the caller
-    turns it into its one-line error); the temporary file never outlives a failure."""
-    path = os.fspath(path)
+def write_atomic(path, write, what=None, error=None):
+    """Write `write` (bytes, or a function called with the binary temporary file) and move it to `path`
+    durably; the temporary file never outlives a failure. An OSError becomes the one-line
+    error(f"{path}: cannot write {what}: {reason}") when `error` (a DarknetError class) is given, else propagates."""
+    try:
+        _write_atomic(os.fspath(path), write)
+    except OSError as e:
+        if error is None:
+            raise
+        raise error(f"{path}: cannot write{' ' + what if what else ''}: {e.strerror or e}") from None
+
+
+def _write_atomic(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):   # POSIX; Windows has no group/other permission bits to widen
                 os.fchmod(f.fileno(), 0o666 & ~process_umask())
-            write(f)
+            if isinstance(write, bytes):
+                f.write(write)
+            else:
+                write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -201,10 +201,7 @@ def draw_detections(image, dets, thresh, names):
 
 def save_output(path, write):
     """An output file written atomically (no half-written predictions.jpg or JSON), or a one-line error."""
-    try:
-        write_atomic(path, write)
-    except OSError as e:
-        raise DarknetError(f"{path}: cannot write: {e.strerror or e}") from None
+    write_atomic(path, write, error=DarknetError)
 
 
 # -- detector test ----------------------------------------------------------------------------------

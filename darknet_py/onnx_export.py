@@ -399,11 +399,7 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, batch=None, boxes=False):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise DarknetError(f"{path}: cannot write the ONNX file: folder {folder} does not exist")
-    payload = model.SerializeToString()
-    try:
-        write_atomic(path, lambda f: f.write(payload))
-    except OSError as e:
-        raise DarknetError(f"{path}: cannot write the ONNX file: {e.strerror or e}") from None
+    write_atomic(path, model.SerializeToString(), what="the ONNX file", error=DarknetError)
     return model
 
 

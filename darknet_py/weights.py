@@ -107,11 +107,7 @@ def weights_bytes(net, cutoff=None):
 def save_weights(net, path, cutoff=None):
     """Write a darknet .weights file atomically (atomic.write_atomic: a crash at any moment leaves either the
     old file or the complete new one)."""
-    payload = weights_bytes(net, cutoff)
-    try:
-        write_atomic(path, lambda f: f.write(payload))
-    except OSError as e:
-        raise DarknetWeightsError(f"{path}: cannot write weights file: {e.strerror or e}") from None
+    write_atomic(path, weights_bytes(net, cutoff), what="weights file", error=DarknetWeightsError)
 
 
 def init_weights(net, seed=0):

@@ -30,3 +30,11 @@ def test_new_file_has_the_content_and_the_mode_open_gives(tmp_path):
         os.umask(previous)
     assert (tmp_path / "out.bin").read_bytes() == b"new"
     assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+
+
+def test_an_error_class_turns_oserror_into_its_one_line_message(tmp_path):
+    from darknet_py.errors import DarknetWeightsError
+    target = tmp_path / "missing" / "out.weights"
+    with pytest.raises(DarknetWeightsError, match=r"^.*out\.weights: cannot write weights file: No such file"):
+        write_atomic(target, b"new", what="weights file", error=DarknetWeightsError)
+    assert not (tmp_path / "missing").exists()
