@@ -107,7 +107,8 @@ class Shortcut(Layer):
     def forward(self, x, net):
         xp = net.ops.xp
         x = image_input(self, x)
-        _, wn = self._normalized(net)
+        self._raw_normalized = self._normalized(net)   # backward uses them too
+        wn = self._raw_normalized[1]
         z = x * self._scale(wn[0], self.c) if wn is not None else x.copy()
         for k, (other, src, m) in enumerate(self._sources(net)):
             term = src[:, :m] if wn is None else src[:, :m] * self._scale(wn[k + 1], m)
@@ -119,7 +120,7 @@ class Shortcut(Layer):
         xp = net.ops.xp
         xi = image_input(self, x)
         dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, xp)
-        raw, wn = self._normalized(net)
+        raw, wn = self._raw_normalized
         dx = dz * self._scale(wn[0], self.c) if wn is not None else dz
         per_channel = wn is not None and wn.shape[1] > 1
         gwn = xp.zeros(wn.shape, dtype=dz.dtype) if wn is not None else None
