@@ -53,7 +53,7 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def draw_shape(draw, rng, cls, box, colour):
+def draw_shape(draw, cls, box, colour):
     left, top, right, bottom = box
     if cls == 0:
         draw.ellipse(box, fill=colour)
@@ -88,7 +88,7 @@ def make_image(rng, size):
             if np.abs(colour - under).sum() > 200:
                 break
             colour = rng.uniform(0, 255, 3)
-        draw_shape(draw, rng, cls, box, tuple(int(c) for c in colour))
+        draw_shape(draw, cls, box, tuple(int(c) for c in colour))
         objects.append((cls,) + box)
     if rng.uniform() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))

@@ -76,7 +76,7 @@ class CfgWriter:
         return self.layer("scale_channels", **{"from": self.rel(source)})
 
 
-# [net] training options of the ImageNet-style cfgs; `training=` in write() replaces or adds keys
+# [net] training options of the ImageNet-style cfgs; `training=` in write() replaces them all (its own dict)
 TRAINING = dict(momentum=0.9, decay="0.00001", learning_rate=0.1, burn_in=1000, policy="poly", power=4,
                 max_batches=1600000, angle=0, hue=".1", saturation=".75", exposure=".75", aspect=".75")
 # 1,437 32x32 grey digits (tools/make_digits.py): no flips or scale jitter (they change what a digit is),
