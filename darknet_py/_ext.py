@@ -1,9 +1,11 @@
 """The compiled extensions: `_C` (C++ CPU kernels, always built, required) and `cuda_ext` (the `_cuda` CUDA
 kernels, None where the package was built without nvcc). CuPy is imported only by gpu_info(), on demand."""
+from .errors import DarknetBuildError
+
 try:
     from . import _C
 except ImportError as e:   # a source checkout that was never built, or a build for another Python
-    raise ImportError(f"darknet_py._C (the compiled CPU kernels) cannot be imported ({e}); "
+    raise DarknetBuildError(f"darknet_py._C (the compiled CPU kernels) cannot be imported ({e}); "
                       "rebuild it from the repository root with: pip install -e .") from e
 
 try:

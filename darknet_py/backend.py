@@ -100,8 +100,7 @@ class _Gemm:
             pass
 
     def __call__(self, a, b, out):
-        from ._ext import _C
-        if self.blas is None or not _C.contended():
+        if self.blas is None or not _kernels().contended():
             return np.matmul(a, b, out=out)
         threads = self.blas.get_num_threads()
         self.blas.set_num_threads(1)
@@ -151,7 +150,9 @@ def _fused_activations(ext):
     return frozenset(ext.fused_activations())
 
 
-def _fused_ext():
+def _kernels():
+    """darknet_py._C, imported on first use: without it `import darknet_py` still works, and the first kernel
+    call raises DarknetBuildError, which the CLI prints as one line."""
     from ._ext import _C
     return _C
 
@@ -185,8 +186,7 @@ class NumpyOps:
     def _ext(self, dtype):
         if not self.use_extension or dtype != np.float32:
             return None
-        from ._ext import _C
-        return _C
+        return _kernels()
 
     def im2col(self, img, g, out=None):
         """img (c, h, w) -> columns (c*size*size, out_h*out_w), darknet's row order (channel, ky, kx)."""
@@ -263,8 +263,8 @@ class NumpyOps:
         """darknet_py._C when it computes `activation` on `dtype` arrays, else None."""
         if dtype != np.float32:
             return None
-        from ._ext import _C
-        return _C if activation in _fused_activations(_C) else None
+        ext = _kernels()
+        return ext if activation in _fused_activations(ext) else None
 
     def affine_activation(self, z, scale, shift, activation):
         """activation(z * scale[c] + shift[c]) per channel c (axis 1); scale None means 1. Overwrites z, which
@@ -289,10 +289,10 @@ class NumpyOps:
         path = self.conv_path(c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
                               False, x.dtype)
         if path == "depthwise":
-            return _fused_ext().depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), stride_y, stride_x,
-                                                 pad * dilation, dilation, out_h, out_w,
-                                                 None if scale is None else self.asarray(scale), self.asarray(shift),
-                                                 activation)
+            return _kernels().depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), stride_y, stride_x,
+                                               pad * dilation, dilation, out_h, out_w,
+                                               None if scale is None else self.asarray(scale), self.asarray(shift),
+                                               activation)
         if path.startswith("winograd"):
             return self._winograd_conv(x, w, scale, shift, activation, pad, WINOGRAD_TILE[path])
         z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
@@ -311,10 +311,10 @@ class NumpyOps:
 
     def conv_path(self, c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
                   train, dtype=np.float32):
-        """The algorithm that computes this convolution, the one dispatch of conv2d and conv2d_affine_activation
-        (and of conv_memory, so that the layer table counts what runs): "pointwise" (a matmul, no im2col),
-        "depthwise" (C++ kernel, inference), "depthwise-taps" (NumPy), "winograd4" / "winograd2" (inference,
-        F(4x4, 3x3) / F(2x2, 3x3)) or "im2col"."""
+        """The algorithm that computes this convolution, the one dispatch of conv2d, conv2d_backward and
+        conv2d_affine_activation (and of conv_memory, so that the layer table counts what runs): "pointwise" (a
+        matmul, no im2col), "depthwise" (C++ kernel, inference), "depthwise-taps" (NumPy), "winograd4" /
+        "winograd2" (inference, F(4x4, 3x3) / F(2x2, 3x3)) or "im2col"."""
         if size == 1 and pad == 0:
             return "pointwise"
         fused = not train and self._fused(np.dtype(dtype), activation) is not None
@@ -355,10 +355,9 @@ class NumpyOps:
         transforms = points * (c + filters) * batch * tiles_h * tiles_w * 4          # V and M of _winograd_conv
         weights, transformed = filters * c * 9 * 4, points * filters * c * 4
         building = self._winograd_block(filters, c, tile) * c * (9 + points) * 8     # float64 temporaries
-        from ._ext import _C
         width = tile * tiles_w
         per_thread = max((tile * tiles_h + 2) * (width + 2) + points * tiles_w, (points + tile) * width) * 4
-        scratch = transforms + building + _C.num_threads() * per_thread
+        scratch = transforms + building + _kernels().num_threads() * per_thread
         if self.winograd == "uncached":
             return path, 0, scratch + transformed
         return path, transformed + weights, scratch     # the check against the copy allocates nothing
@@ -408,15 +407,14 @@ class NumpyOps:
         non-contiguous w."""
         if not w.flags.c_contiguous:
             return np.array_equal(copy, w)
-        from ._ext import _C
-        return _C.same_bytes(copy, w)
+        return _kernels().same_bytes(copy, w)
 
     def clear_caches(self):
         """Free the cached Winograd weights (rebuilt by the next inference that needs them)."""
         self._winograd_cache.clear()
 
     def _winograd_conv(self, x, w, scale, shift, activation, pad, tile):
-        ext = _fused_ext()
+        ext = _kernels()
         batch, _, h, width = x.shape
         out_h, out_w = h + 2 * pad - 2, width + 2 * pad - 2
         tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
@@ -431,8 +429,7 @@ class NumpyOps:
         """Inference max pooling: the maximum over each size x size window of x (batch, c, h, w) whose (0, 0)
         is input element (-offset, -offset), positions outside ignored (-FLT_MAX for an empty window)."""
         if x.dtype == np.float32:
-            from ._ext import _C
-            return _C.maxpool2d(np.ascontiguousarray(x), size, stride_y, stride_x, offset, out_h, out_w)
+            return _kernels().maxpool2d(np.ascontiguousarray(x), size, stride_y, stride_x, offset, out_h, out_w)
         lowest = np.finfo(np.float32).min
         ext_h, ext_w = (out_h - 1) * stride_y + size, (out_w - 1) * stride_x + size
         padded = np.full(x.shape[:2] + (ext_h, ext_w), lowest, dtype=x.dtype)
@@ -455,7 +452,8 @@ class NumpyOps:
         dy = np.ascontiguousarray(dy, dtype=x.dtype)
         dw = np.zeros(w.shape, dtype=x.dtype)
         dx = None
-        if k == 1 and pad == 0:
+        path = self.conv_path(c, filters, k, stride_x, stride_y, pad, dilation, groups, g.out_h, g.out_w, None, True)
+        if path == "pointwise":
             strided = not stride_x == stride_y == 1
             xs = x[:, :, ::stride_y, ::stride_x] if strided else x
             xs = np.ascontiguousarray(xs).reshape(batch, groups, cg, npix)
@@ -475,7 +473,7 @@ class NumpyOps:
                 else:
                     dx = dxs
             return dx, dw
-        if groups == c == filters:
+        if path == "depthwise-taps":
             padded = g.pad(np, x)
             dpadded = np.zeros_like(padded) if need_dx else None
             term = np.empty_like(dy) if need_dx else None

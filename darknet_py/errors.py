@@ -22,6 +22,11 @@ class DarknetMemoryError(DarknetError):
     """A run that needs more memory than the device has available."""
 
 
+class DarknetBuildError(DarknetError, ImportError):
+    """A compiled extension (darknet_py._C) that cannot be imported: never built, or built for another Python.
+    An ImportError too, for code that checks whether the kernels are there."""
+
+
 def located(path, line, message):
     """`path:line: message`, the form compilers use, so editors can jump to it."""
     where = f"{path}:{line}" if line else f"{path}"

@@ -1,4 +1,7 @@
 """The native extensions against NumPy references: _C's im2col/col2im, _cuda's activation kernel."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -87,6 +90,17 @@ def test_num_threads_is_a_positive_int():
 def test_bad_input_is_a_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_missing_kernels_are_one_cli_line():
+    """Without darknet_py._C (a checkout never built), the CLI prints one line saying how to rebuild, no
+    traceback: DarknetBuildError is a DarknetError (and an ImportError)."""
+    code = ("import sys; sys.modules['darknet_py._C'] = None; from darknet_py.cli import main; "
+            "sys.exit(main(['info']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: darknet_py._C") and "pip install -e ." in lines[0]
 
 
 def _gpu_available():
