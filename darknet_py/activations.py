@@ -50,7 +50,6 @@ GELU_A = 0.797885          # sqrt(2/pi)
 GELU_B = 0.035677          # 0.044715 * sqrt(2/pi)
 MISH_THRESHOLD = 20.0      # darknet's softplus threshold in activate_array_mish / gradient_array_mish
 NORM_CHANNELS_EPS = 0.0001
-NORM_EPS = NORM_CHANNELS_EPS
 
 
 def read_activation(section, default):
@@ -81,24 +80,24 @@ def _stair(x, xp):
     return xp.where(n % 2 == 0, half, (x - n) + half)
 
 
-def _channel_axis(x):
+def _check_channels(x):
     """Channels are axis 1 of (batch, c, h, w) and of a flat (batch, n) output (n channels of 1 x 1)."""
     if x.ndim < 2:
         raise ValueError(f"normalize_channels needs (batch, channels, ...) arrays; got shape {x.shape}")
-    return 1
 
 
 def _norm_channels(x, xp):
+    _check_channels(x)
     pos = xp.maximum(x, 0)
-    s = NORM_CHANNELS_EPS + xp.sum(pos, axis=_channel_axis(x), keepdims=True)
+    s = NORM_CHANNELS_EPS + xp.sum(pos, axis=1, keepdims=True)
     return pos / s, s
 
 
 def _norm_softmax(x, xp, use_max):
-    axis = _channel_axis(x)
-    m = xp.max(x, axis=axis, keepdims=True) if use_max else xp.zeros((), dtype=x.dtype)
+    _check_channels(x)
+    m = xp.max(x, axis=1, keepdims=True) if use_max else xp.zeros((), dtype=x.dtype)
     e = xp.exp(x - m)
-    s = NORM_CHANNELS_EPS + xp.sum(e, axis=axis, keepdims=True)
+    s = NORM_CHANNELS_EPS + xp.sum(e, axis=1, keepdims=True)
     return e / s, s
 
 
@@ -205,9 +204,8 @@ def gradient(x, name, xp):
     raise ValueError(f"unknown activation '{name}'; expected one of {', '.join(ACTIVATIONS)}")
 
 
-def activate_backward(x, dy, name, xp, y=None):
-    """d(loss)/dx for d(loss)/d(activate(x)) = dy. `y`, the forward output, may be passed to save recomputing
-    it for the normalize_channels family; other activations ignore it."""
+def activate_backward(x, dy, name, xp):
+    """d(loss)/dx for d(loss)/d(activate(x)) = dy."""
     if name == "linear":
         return dy
     if name == "normalize_channels":

@@ -18,11 +18,11 @@ import numpy as np
 
 from .activations import GELU_A, GELU_B, NORM_CHANNELS_EPS, SELU_ALPHA, SELU_LAMBDA
 from .atomic import write_atomic
+from .detection import detection_heads
 from .errors import DarknetError
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
-HEAD_KINDS = ("yolo", "Gaussian_yolo", "region", "detection")
 
 
 class OnnxExportError(DarknetError):
@@ -35,16 +35,6 @@ def _onnx():
     except ImportError:
         raise DarknetError("ONNX export needs the 'onnx' package: pip install 'darknet_py[export]'") from None
     return onnx
-
-
-def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance):
-    """Darknet's fuse_conv_batchnorm: (weights, biases) with the inference batch normalization folded in;
-    the first axis of `weights` is the output channel."""
-    from .layers.batchnorm import bn_inference_affine
-    params = {"scales": scales, "biases": biases, "rolling_mean": rolling_mean, "rolling_variance": rolling_variance}
-    a, folded_biases = bn_inference_affine({k: v.astype(np.float64) for k, v in params.items()}, np)
-    folded = weights.astype(np.float64) * a.reshape((-1,) + (1,) * (weights.ndim - 1))
-    return folded.astype(np.float32), folded_biases.astype(np.float32)
 
 
 class OnnxGraph:
@@ -340,7 +330,7 @@ def _build(net, opset, batch, boxes):
             raise graph.unsupported(layer, "type", layer.kind, "this layer type has no ONNX export yet")
         graph.tensors[layer.index] = export(graph)
     graph.layer = None
-    heads = [layer for layer in net.layers if layer.kind in HEAD_KINDS]
+    heads = detection_heads(net)
     batch_dim = batch if batch else "batch"
     outputs = []
     named = [(f"{layer.kind}_{layer.index}", layer.index) for layer in heads] or [("output", len(net.layers) - 1)]

@@ -56,6 +56,12 @@ def layer_params(layer, owner, names, ops):
     return params
 
 
+def weighted_names(layer):
+    """The arrays a [convolutional] or [connected] forward reads: biases, weights and, with batch_normalize,
+    BN_NAMES."""
+    return ("biases", "weights") + (BN_NAMES if layer.batch_normalize else ())
+
+
 def accumulate(grads, name, value, shape):
     """grads[name] += value, creating it the first time (weight gradients accumulate across backward calls)."""
     value = value.reshape(shape)
@@ -88,10 +94,7 @@ def _per_channel(v, x):
 def _update_rolling(weights, name, stat, ops):
     array = weights[name]
     new = (1 - BN_MOMENTUM) * ops.asarray(array).reshape(stat.shape) + BN_MOMENTUM * stat
-    if isinstance(array, np.ndarray):
-        array.reshape(stat.shape)[...] = ops.to_numpy(new)
-    else:
-        array.reshape(stat.shape)[...] = new
+    array.reshape(stat.shape)[...] = ops.to_numpy(new)
 
 
 def bn_forward(layer, z, params, weights, train, ops):
@@ -124,6 +127,18 @@ def bn_inference_affine(params, xp):
     fuse_conv_batchnorm): a = scales/sqrt(rolling_variance + .00001), b = biases - rolling_mean*a."""
     a = params["scales"] / xp.sqrt(params["rolling_variance"] + BN_EPSILON)
     return a, params["biases"] - params["rolling_mean"] * a
+
+
+def fold_batchnorm(params):
+    """Darknet's fuse_conv_batchnorm on the NumPy arrays of weighted_names(): (weights, biases) as float32,
+    with the inference batch normalization folded in (computed in float64) when params holds BN_NAMES, else
+    as they are. The first axis of weights is the output channel."""
+    weights, biases = params["weights"], params["biases"]
+    if "scales" not in params:
+        return weights, biases
+    a, folded_biases = bn_inference_affine({k: params[k].astype(np.float64) for k in ("biases",) + BN_NAMES}, np)
+    folded = weights.astype(np.float64) * a.reshape((-1,) + (1,) * (weights.ndim - 1))
+    return folded.astype(np.float32), folded_biases.astype(np.float32)
 
 
 def bn_backward(dy, scales, cache, xp):
@@ -178,10 +193,8 @@ class BatchNorm(Layer):
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
-        from ..onnx_export import fold_batchnorm
-        p = {name: graph.numpy(value)
+        p = {name: graph.numpy(value).astype(np.float64)
              for name, value in layer_params(self, self, ("biases",) + BN_NAMES, graph.net.ops).items()}
-        a, b = fold_batchnorm(np.ones(self.c, np.float32), p["biases"], p["scales"], p["rolling_mean"],
-                              p["rolling_variance"])
+        a, b = (v.astype(np.float32) for v in bn_inference_affine(p, np))
         out = graph.add(graph.mul(graph.image_input(self), a.reshape(1, -1, 1, 1)), b.reshape(1, -1, 1, 1))
         return out, (self.c, self.h, self.w)

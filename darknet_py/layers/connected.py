@@ -9,7 +9,7 @@ then scales (batchnorm.py); + biases; activation. Output is flat: (batch, output
 """
 from . import register
 from .base import Layer
-from .batchnorm import BN_NAMES, accumulate, bn_backward, bn_forward, layer_label, layer_params
+from .batchnorm import accumulate, bn_backward, bn_forward, fold_batchnorm, layer_label, layer_params, weighted_names
 from ..activations import activate, activate_backward, read_activation
 from ..errors import DarknetError
 
@@ -46,7 +46,7 @@ class Connected(Layer):
 
     # -- compute ------------------------------------------------------------------------------------
     def _flat(self, x):
-        if x.ndim < 1 or x.ndim not in (2, 4) or x.size != x.shape[0] * self.inputs:
+        if x.ndim not in (2, 4) or x.size != x.shape[0] * self.inputs:
             raise DarknetError(f"{layer_label(self)}: input of shape {tuple(x.shape)}; expected (batch, "
                                f"{self.inputs}) or an image of {self.inputs} values per batch item")
         return x.reshape(x.shape[0], self.inputs)
@@ -54,8 +54,7 @@ class Connected(Layer):
     def forward(self, x, net):
         ops = net.ops
         x = self._flat(x)
-        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
-        params = layer_params(self, self, names, ops)
+        params = layer_params(self, self, weighted_names(self), ops)
         z = x @ params["weights"].T
         if self.batch_normalize:
             z, self._bn = bn_forward(self, z, params, self.weights, net.train, ops)
@@ -80,12 +79,9 @@ class Connected(Layer):
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
-        from ..onnx_export import fold_batchnorm
-        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
-        p = {name: graph.numpy(value) for name, value in layer_params(self, self, names, graph.net.ops).items()}
-        weights, biases = p["weights"], p["biases"]
-        if self.batch_normalize:
-            weights, biases = fold_batchnorm(weights, biases, p["scales"], p["rolling_mean"], p["rolling_variance"])
+        p = {name: graph.numpy(value)
+             for name, value in layer_params(self, self, weighted_names(self), graph.net.ops).items()}
+        weights, biases = fold_batchnorm(p)
         x = graph.flatten(graph.input(self)[0])
         z = graph.op("Gemm", [x, graph.const(weights, "weights"), graph.const(biases, "biases")], "gemm", transB=1)
         return graph.activation(z, self.activation), (self.units,)

@@ -14,9 +14,10 @@ Darknet facts (src/parser.c parse_convolutional, src/convolutional_layer.c):
 """
 from . import register
 from .base import Layer, darknet_float, fmt_shape
-from .batchnorm import (BN_NAMES, accumulate, bn_backward, bn_forward, bn_inference_affine, image_input, layer_label,
-                        layer_params)
+from .batchnorm import (accumulate, bn_backward, bn_forward, bn_inference_affine, fold_batchnorm, image_input,
+                        layer_label, layer_params, weighted_names)
 from ..activations import activate, activate_backward, read_activation
+from ..backend import conv_output_size
 from ..errors import DarknetError
 
 
@@ -76,8 +77,8 @@ class Convolutional(Layer):
             raise s.error("groups", f"expected groups to divide the {self.c} input channels; got groups={self.groups}")
         if self.filters % self.groups:
             raise s.error("groups", f"expected groups to divide filters={self.filters}; got groups={self.groups}")
-        self.out_w = (self.w + 2 * self.padding - self.size) // self.stride_x + 1
-        self.out_h = (self.h + 2 * self.padding - self.size) // self.stride_y + 1
+        self.out_h, self.out_w = conv_output_size(self.h, self.w, self.size, self.stride_x, self.stride_y,
+                                                  self.padding)
         self.out_c = self.filters
         if self.out_w < 1 or self.out_h < 1:
             raise s.error("size", f"expected size <= input + 2*padding; got size={self.size} on a "
@@ -162,7 +163,7 @@ class Convolutional(Layer):
     def _preactivation(self, x, net):
         """Convolution, then batch normalization (keeping its cache in self._bn) or biases."""
         ops = net.ops
-        params = self._params(net, ("biases", "weights") + (BN_NAMES if self.batch_normalize else ()))
+        params = self._params(net, weighted_names(self))
         z = ops.conv2d(x, params["weights"], self.stride_x, self.stride_y, self.padding, self.dilation, self.groups)
         if self.batch_normalize:
             z, self._bn = bn_forward(self, z, params, self._owner(net).weights, net.train, ops)
@@ -182,7 +183,7 @@ class Convolutional(Layer):
         # Inference: batch normalization folded into a per-filter scale and shift, applied with the activation
         # in one pass; nothing is kept for backward (it recomputes the pre-activation if ever called).
         self._z = self._bn = None
-        params = self._params(net, ("biases", "weights") + (BN_NAMES if self.batch_normalize else ()))
+        params = self._params(net, weighted_names(self))
         scale, shift = bn_inference_affine(params, ops.xp) if self.batch_normalize else (None, params["biases"])
         return ops.conv2d_affine_activation(x, params["weights"], scale, shift, self.activation, self.stride_x,
                                             self.stride_y, self.padding, self.dilation, self.groups)
@@ -211,12 +212,8 @@ class Convolutional(Layer):
         if self.binary or self.xnor:
             key = "xnor" if self.xnor else "binary"
             raise graph.unsupported(self, key, 1, "binary convolutions are not run by the CPU engine either")
-        from ..onnx_export import fold_batchnorm
-        names = ("biases", "weights") + (BN_NAMES if self.batch_normalize else ())
-        p = {name: graph.numpy(value) for name, value in self._params(graph.net, names).items()}
-        weights, biases = p["weights"], p["biases"]
-        if self.batch_normalize:
-            weights, biases = fold_batchnorm(weights, biases, p["scales"], p["rolling_mean"], p["rolling_variance"])
+        p = {name: graph.numpy(value) for name, value in self._params(graph.net, weighted_names(self)).items()}
+        weights, biases = fold_batchnorm(p)
         z = graph.conv(graph.image_input(self), weights, biases, self.h, self.w, self.stride_x, self.stride_y,
                        self.padding, self.dilation, self.groups)
         return graph.activation(z, self.activation), (self.out_c, self.out_h, self.out_w)
