@@ -11,9 +11,8 @@ namespace darknet_py {
 
 namespace {
 
-// Everything below is inlined into the vectorized plane loops (one loop per activation in one function, which
-// would otherwise exceed GCC's inlining budget and leave scalar calls in the loop).
-#define DARKNET_PY_INLINE inline __attribute__((always_inline))
+// Everything below is DARKNET_PY_INLINE (simd.h): inlined into the vectorized plane loops (one loop per
+// activation in one function, which would otherwise exceed GCC's inlining budget and leave scalar calls in the loop).
 
 // exp(x) for float32, branch-free so that loops vectorize: Cody-Waite reduction x = n*ln2 + r and Cephes'
 // expf polynomial on |r| <= ln2/2 (about 1 ulp), then 2^n through the exponent bits. The input is clamped

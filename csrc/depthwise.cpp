@@ -59,18 +59,11 @@ void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t ba
     const int64_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w, k2 = g.kernel * g.kernel;
     const int64_t ph = (g.out_h - 1) * g.stride_h + (g.kernel - 1) * g.dilation + 1;
     const int64_t pw = (g.out_w - 1) * g.stride_w + (g.kernel - 1) * g.dilation + 1;
-    // the input rows/columns that land in the padded copy
-    const int64_t rows_in = std::max<int64_t>(0, std::min(g.height, ph - g.offset));
-    const int64_t cols_in = std::max<int64_t>(0, std::min(g.width, pw - g.offset));
     parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
         std::vector<float> padded(ph * pw);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t c = p % channels;
-            const float* plane = x + p * in_plane;
-            std::fill(padded.begin(), padded.end(), 0.0f);
-            for (int64_t iy = 0; iy < rows_in; ++iy)
-                std::copy(plane + iy * g.width, plane + iy * g.width + cols_in,
-                          padded.data() + (iy + g.offset) * pw + g.offset);
+            pad_plane(x + p * in_plane, g.height, g.width, g.offset, padded.data(), ph, pw);
             float* out = y + p * out_plane;
             depthwise_plane(padded.data(), pw, weights + c * k2, out, g);
             if (shift) affine_activate_plane(out, out_plane, scale ? scale[c] : 1.0f, shift[c], act);

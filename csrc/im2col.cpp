@@ -3,11 +3,14 @@
 #include <algorithm>
 
 #include "parallel.h"
+#include "window.h"
 
 namespace darknet_py {
 
 void im2col(const float* image, const ConvGeometry& g, float* columns) {
     const int64_t oh = g.out_h(), ow = g.out_w(), rows = g.rows();
+    // the horizontal geometry, for columns_inside (the vertical fields are unused)
+    const WindowGeometry across{g.height, g.width, oh, ow, g.kernel_w, g.stride_h, g.stride_w, g.pad_w, g.dilation_w};
     // every row is independent: parallel over rows
     parallel_for(rows, [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
@@ -24,11 +27,9 @@ void im2col(const float* image, const ConvGeometry& g, float* columns) {
                     continue;
                 }
                 // columns [first, last) read inside the row, the others are padding
-                const int64_t tap = kx * g.dilation_w - g.pad_w;
-                const int64_t hi = g.width - 1 - tap;  // x*stride_w <= hi
-                const int64_t last = hi < 0 ? 0 : std::min(ow, hi / g.stride_w + 1);
-                const int64_t first = std::min(last, tap >= 0 ? int64_t(0) : (-tap + g.stride_w - 1) / g.stride_w);
-                const float* src = plane + iy * g.width + tap;
+                int64_t first, last;
+                across.columns_inside(kx * g.dilation_w, &first, &last);
+                const float* src = plane + iy * g.width + kx * g.dilation_w - g.pad_w;
                 std::fill(out_row, out_row + first, 0.f);
                 if (g.stride_w == 1) {
                     std::copy(src + first, src + last, out_row + first);

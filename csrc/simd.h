@@ -8,3 +8,7 @@
 #else
 #define DARKNET_PY_SIMD_CLONES
 #endif
+
+// For helpers called inside the vectorized loops: always inlined, since GCC's inlining budget would otherwise
+// leave scalar calls in loops that use many of them.
+#define DARKNET_PY_INLINE inline __attribute__((always_inline))

@@ -5,12 +5,11 @@
 
 #include "parallel.h"
 #include "simd.h"
+#include "window.h"
 
 namespace darknet_py {
 
 namespace {
-
-#define DARKNET_PY_INLINE inline __attribute__((always_inline))
 
 // F(4x4, 3x3): interpolation points 0, +-1, +-2 and infinity; 6-point tiles give 4 outputs.
 struct F4 {
@@ -124,17 +123,11 @@ void winograd_input_transform(const float* x, int64_t batch, int64_t channels, i
     const int64_t points = tile + 2;
     const int64_t ph = tile * tiles_h + 2, pw = tile * tiles_w + 2;
     const int64_t tiles = batch * tiles_h * tiles_w, plane_tiles = tiles_h * tiles_w;
-    // the image rows/columns that land in the padded plane
-    const int64_t rows_in = std::max<int64_t>(0, std::min(h, ph - pad));
-    const int64_t cols_in = std::max<int64_t>(0, std::min(w, pw - pad));
     parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
         std::vector<float> padded(ph * pw), rows(points * points * tiles_w);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / channels, c = p % channels;
-            std::fill(padded.begin(), padded.end(), 0.0f);
-            const float* plane = x + p * h * w;
-            for (int64_t iy = 0; iy < rows_in; ++iy)
-                std::copy(plane + iy * w, plane + iy * w + cols_in, padded.data() + (iy + pad) * pw + pad);
+            pad_plane(x + p * h * w, h, w, pad, padded.data(), ph, pw);
             input_plane_any(tile, padded.data(), tiles_h, tiles_w, v + c * tiles + b * plane_tiles, channels * tiles,
                             rows.data());
         }
