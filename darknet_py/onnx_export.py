@@ -128,6 +128,10 @@ class OnnxGraph:
             return self.op(op_type, [name, self.ints(axes, "axes")], op_type.lower(), keepdims=keepdims)
         return self.op(op_type, [name], op_type.lower(), axes=list(axes), keepdims=keepdims)
 
+    def pad(self, name, pads, value=0.0):
+        """Constant padding: `pads` lists the amounts before every axis, then after every axis (ONNX Pad)."""
+        return self.op("Pad", [name, self.ints(pads, "pads"), self.const(value, "pad_value")], "pad", mode="constant")
+
     def pad_crop(self, name, top, left, bottom, right, value=0.0):
         """Spatially pad a (batch, c, h, w) tensor with `value` (positive amounts) and crop it (negative ones)."""
         if min(top, left, bottom, right) < 0:
@@ -141,8 +145,7 @@ class OnnxGraph:
             bottom, right = max(bottom, 0), max(right, 0)
         if max(top, left, bottom, right) == 0:
             return name
-        pads = self.ints([0, 0, top, left, 0, 0, bottom, right], "pads")
-        return self.op("Pad", [name, pads, self.const(value, "pad_value")], "pad", mode="constant")
+        return self.pad(name, [0, 0, top, left, 0, 0, bottom, right], value)
 
     def conv(self, name, weights, biases, h, w, stride_x, stride_y, padding, dilation, groups):
         """Darknet's convolution (backend.py) of a (batch, c, h, w) tensor: its output size, its receptive-field
@@ -231,8 +234,7 @@ class OnnxGraph:
 
     def pad_channels(self, name, count, value=0.0):
         """Append `count` channels of `value` to a (batch, c, h, w) tensor."""
-        pads = self.ints([0, 0, 0, 0, 0, count, 0, 0], "pads")
-        return self.op("Pad", [name, pads, self.const(value, "pad_value")], "pad", mode="constant")
+        return self.pad(name, [0, 0, 0, 0, 0, count, 0, 0], value)
 
     def fixed_activations(self, name, layer, logistic, scaled, alpha, beta):
         """A head's activations on a (batch, anchors*values, h, w) tensor: the logistic on the per-anchor value

@@ -113,6 +113,5 @@ class Route(Layer):
         flat = graph.concat(pieces, 1)
         filled = sum(part for _, _, part, _, _ in parts)
         if filled < self.outputs:   # darknet leaves the rest of its zeroed buffer
-            pads = graph.ints([0, 0, 0, self.outputs - filled], "pads")
-            flat = graph.op("Pad", [flat, pads, graph.const(0.0, "pad_value")], "pad", mode="constant")
+            flat = graph.pad(flat, [0, 0, 0, self.outputs - filled])
         return graph.reshape(flat, (self.out_c, self.out_h, self.out_w)), (self.out_c, self.out_h, self.out_w)
