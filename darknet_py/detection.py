@@ -14,7 +14,7 @@ import numpy as np
 from .errors import DarknetError
 from .imageops import resize_image
 
-HEAD_KINDS = ("yolo", "Gaussian_yolo", "region", "detection")
+HEAD_KINDS = ("yolo", "Gaussian_yolo", "region", "detection")   # layers whose outputs darknet turns into boxes
 NMS_DEFAULT_IOU = 0.45
 MAX_NMS_MATRIX = 8192   # boxes up to which NMS precomputes the pairwise overlaps (64 MB of booleans)
 
@@ -122,21 +122,34 @@ def detection_heads(net):
     return [layer for layer in net.layers if layer.kind in HEAD_KINDS]
 
 
+def check_detector(net):
+    """detection_heads(net), or an error when there is none."""
+    heads = detection_heads(net)
+    if not heads:
+        raise DarknetError(f"{net.cfg_path}: this cfg has no detection layer ([yolo], [Gaussian_yolo], [region] "
+                           f"or [detection]) — a classifier? use classifier predict")
+    return heads
+
+
+def last_head(net):
+    """The last [yolo], [Gaussian_yolo] or [region] layer, or None: the one whose classes, nms_kind and
+    beta_nms darknet's test/map use (test_detector's loop over net.layers) and whose classes, max boxes,
+    jitter and resize train_detector reads; an old [detection] layer is not looked at."""
+    heads = [layer for layer in detection_heads(net) if layer.kind != "detection"]
+    return heads[-1] if heads else None
+
+
 def nms_layer(net):
-    """The layer whose classes, nms_kind and beta_nms darknet's test/map use: the last yolo, Gaussian_yolo
-    or region layer, else the last layer (test_detector's loop over net.layers)."""
-    heads = [layer for layer in net.layers if layer.kind in ("yolo", "Gaussian_yolo", "region")]
-    return heads[-1] if heads else net.layers[-1]
+    """last_head(net), else the last layer."""
+    head = last_head(net)
+    return net.layers[-1] if head is None else head
 
 
 def network_boxes(net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):
     """Darknet's get_network_boxes (relative=1) after a forward: every head's candidates, in layer order.
     Yolo heads keep cells whose objectness > thresh; region and detection heads keep every cell with a
     class probability > thresh (darknet also keeps the all-zero ones, which no later step uses)."""
-    heads = detection_heads(net)
-    if not heads:
-        raise DarknetError(f"{net.cfg_path}: this cfg has no detection layer ([yolo], [Gaussian_yolo], [region] "
-                           f"or [detection]) — a classifier? use classifier predict")
+    heads = check_detector(net)
     parts = [layer.boxes(net, im_w, im_h, thresh, hier_thresh=hier_thresh, letter_box=letter_box, batch=batch)
              for layer in heads]
     return Detections.concatenate(parts, heads[0].classes)
@@ -335,11 +348,19 @@ def read_truth(path, classes=None):
     return np.array(ids, np.int64), np.array(boxes, np.float32).reshape(-1, 4)
 
 
+def check_points(points):
+    """-points: 0 (area under the curve) or a number of recall levels (average_precision needs two)."""
+    if points != 0 and points < 2:
+        raise DarknetError(f"-points {points}: expected 0 (area under the curve), 11 (VOC2007), 101 (COCO) or "
+                           f"another number of recall points >= 2")
+
+
 def average_precision(precision, recall, points=0):
     """AP of one class from darknet's PR points in rank order (validate_detector_map). points=0: area under
     the curve at every unique recall, precision made monotone from the right (VOC2010+, ImageNet); points=11
     (VOC2007) or 101 (COCO): mean over recall levels r = 0, 1/(points-1), ..., 1 of the greatest precision at a
     rank whose recall >= r (0 if none)."""
+    check_points(points)
     precision = np.asarray(precision, np.float64)
     recall = np.asarray(recall, np.float64)
     if not len(precision):

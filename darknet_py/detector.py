@@ -23,13 +23,12 @@ import json
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .detection import (NMS_DEFAULT_IOU, MapStats, apply_nms, detection_heads, label_path, network_boxes,
-                        network_input, nms_layer, printed_detections, read_truth, shown)
+from .detection import (NMS_DEFAULT_IOU, MapStats, apply_nms, check_detector, check_points, detection_heads,
+                        label_path, network_boxes, network_input, nms_layer, printed_detections, read_truth, shown)
 from .atomic import write_atomic
 from .errors import DarknetError
 from .trainer import gpus_device
@@ -43,25 +42,12 @@ def load_detector(cfg, weights, quiet=True, device="cpu"):
     """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head; darknet's layer
     table goes to stderr first unless `quiet`."""
     from . import load
-    from .weights import DarknetWeightsWarning, load_weights
+    from .weights import load_weights
     net = load(cfg, quiet=quiet, device=device)
     check_detector(net)
     if weights is not None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DarknetWeightsWarning)
-            load_weights(net, weights)
-        for w in caught:
-            # bytes left over: the file belongs to another cfg, an error for inference, not a warning
-            if "left over" in str(w.message):
-                raise DarknetError(f"{w.message} (the weights do not fit {cfg})")
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        load_weights(net, weights, strict=True)
     return net
-
-
-def check_detector(net):
-    if not detection_heads(net):
-        raise DarknetError(f"{net.cfg_path}: this cfg has no detection layer ([yolo], [Gaussian_yolo], [region] "
-                           f"or [detection]) — a classifier? use classifier predict")
 
 
 def read_names(data_path, net):
@@ -112,10 +98,10 @@ def detect_image(net, image, thresh=0.25, nms=NMS_DEFAULT_IOU, hier_thresh=0.5, 
 def detect(net, image, thresh=0.25, nms=NMS_DEFAULT_IOU, hier_thresh=0.5, letter_box=None, names=None):
     """`net.detect`: [(class name, or id without `names`, probability, (centre x, centre y, width, height) in
     pixels of the image)] in the order darknet prints them (left to right; per box its best class first)."""
-    check_detector(net)
+    heads = check_detector(net)
     array = image_array(image, net.channels)
     dets, _ = detect_image(net, array, thresh, nms, hier_thresh, letter_box)
-    classes = detection_heads(net)[0].classes
+    classes = heads[0].classes
     labels = list(names) if names is not None else list(range(classes))
     im_h, im_w = array.shape[1:]
     return [(labels[cls], prob, (box[0] * im_w, box[1] * im_h, box[2] * im_w, box[3] * im_h))
@@ -243,8 +229,8 @@ def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=
         print(f"{path}: Predicted in {seconds * 1000:f} milli-seconds.", file=out)
         for line in detection_lines(dets, thresh, names, array.shape[2], array.shape[1], ext_output):
             print(line, file=out)
-        picture = draw_detections(array, dets, thresh, names)
         if predictions:
+            picture = draw_detections(array, dets, thresh, names)
             save_output(predictions, lambda f: picture.save(f, format="JPEG", quality=80))
         if outfile:
             frames.append(json_frame(dets, names, len(frames) + 1, path))
@@ -263,6 +249,7 @@ def validate_map(net, paths, classes=None, thresh=0.25, iou_thresh=0.5, points=0
     `letter_box` defaults to the cfg's; progress(i) is called after each image."""
     from .data import load_image
     check_detector(net)
+    check_points(points)   # before the images, not after them in average_precision
     classes = nms_layer(net).classes if classes is None else classes
     letter_box = bool(net.options.letter_box) if letter_box is None else letter_box
     stats = MapStats(classes, thresh, iou_thresh)
@@ -306,9 +293,6 @@ def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0,
     """The `detector map` verb: prints darknet's report and returns the mAP (0..1)."""
     from .data import read_list
     out, err = out or sys.stdout, err or sys.stderr
-    if points != 0 and points < 2:
-        raise DarknetError(f"-points {points}: expected 0 (area under the curve), 11 (VOC2007), 101 (COCO) or "
-                           f"another number of recall points >= 2")
     net = load_detector(cfg, weights, quiet, device)
     data, names = read_names(data_path, net)
     paths = read_list(data.valid)

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import ClassifierBatches, _rand_scale, readable_draws
-from .detection import label_path, read_truth
+from .detection import label_path, last_head, read_truth
 from .errors import DarknetError
 from .imageops import distort_image, flip_image, load_image
-
-DETECTION_HEADS = ("yolo", "Gaussian_yolo", "region")
 
 
 @dataclass
@@ -58,11 +56,11 @@ class DetectionAugmentation:
 
 
 def last_detection_layer(net):
-    heads = [layer for layer in net.layers if layer.kind in DETECTION_HEADS]
-    if not heads:
+    head = last_head(net)
+    if head is None:
         raise DarknetError(f"{net.cfg_path}: no [yolo], [Gaussian_yolo] or [region] layer: this cfg cannot "
                            f"train a detector (a classifier? use classifier train)")
-    return heads[-1]
+    return head
 
 
 # -- image geometry ---------------------------------------------------------------------------------------

@@ -40,8 +40,10 @@ def _transposed(version, layer):
     return layer.kind == "connected" and (major > 1000 or minor > 1000)
 
 
-def load_weights(net, path, cutoff=None):
-    """Fill `layer.weights` of the first `cutoff` layers (all by default) from a darknet .weights file."""
+def load_weights(net, path, cutoff=None, strict=False):
+    """Fill `layer.weights` of the first `cutoff` layers (all by default) from a darknet .weights file.
+    Bytes left over after the last layer are a warning, or with `strict` a DarknetWeightsError (inference:
+    the file belongs to another cfg)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -71,6 +73,11 @@ def load_weights(net, path, cutoff=None):
                 values = values.reshape(shape[1], shape[0]).T
             loaded.append((layer, name, np.array(values, dtype=np.float32).reshape(shape)))
             offset = end
+    left = data.size - offset if cutoff is None else 0
+    leftover = (f"{path}: {left} bytes ({left // 4} floats) left over after the last layer: the file may "
+                f"belong to a larger cfg")
+    if left and strict:
+        raise DarknetWeightsError(f"{leftover} (the weights do not fit {net.cfg_path})")
     # assign only once the whole file has been read: a failed load leaves the network as it was
     net.version, net.seen = (major, minor, revision), seen
     for layer, name, array in loaded:
@@ -79,10 +86,8 @@ def load_weights(net, path, cutoff=None):
             bad = int(np.count_nonzero(~np.isfinite(array)))
             warnings.warn(f"{path}: {_layer_label(layer)} {name} has {bad} NaN/Inf values",
                           DarknetWeightsWarning, stacklevel=2)
-    if cutoff is None and offset < data.size:
-        left = data.size - offset
-        warnings.warn(f"{path}: {left} bytes ({left // 4} floats) left over after the last layer: the file may "
-                      f"belong to a larger cfg", DarknetWeightsWarning, stacklevel=2)
+    if left:
+        warnings.warn(leftover, DarknetWeightsWarning, stacklevel=2)
     return net
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import load_quiet, one_error_line
+from darknet_py import DarknetError
 from darknet_py.cli import main
 from darknet_py.detection import (Detections, MapStats, average_precision, box_iou, label_path, letterbox_image,
                                   network_boxes, nms_sort, printed_detections)
@@ -292,6 +293,9 @@ def test_average_precision_by_hand_for_each_points_method():
 def test_average_precision_function():
     assert average_precision([1.0, 0.5], [0.5, 0.5], 0) == 0.5
     assert average_precision([], [], 11) == 0.0
+    for points in (1, -3):   # one recall level would divide by zero: refused as the -points flag is
+        with pytest.raises(DarknetError, match=f"-points {points}: expected 0 .area under the curve.*>= 2"):
+            average_precision([1.0], [1.0], points)
 
 
 def test_label_path_rule():

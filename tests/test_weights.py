@@ -100,6 +100,10 @@ def test_padded_file_and_nan_warn(tmp_path):
     path.write_bytes(path.read_bytes() + b"\0" * 8)
     with pytest.warns(DarknetWeightsWarning, match="8 bytes .2 floats. left over"):
         load_weights(tiny_net(tmp_path), path)
+    strict = tiny_net(tmp_path)
+    with pytest.raises(DarknetWeightsError, match=r"8 bytes .2 floats. left over .*the weights do not fit .*tiny"):
+        load_weights(strict, path, strict=True)
+    assert all(not layer.weights for layer in strict.layers), "a refused file loads nothing"
     net.layers[4].weights["weights"][0, 0] = np.nan
     save_weights(net, path)
     with pytest.warns(DarknetWeightsWarning, match=r"layer 4 \[connected\].* weights has 1 NaN/Inf"):
