@@ -55,10 +55,7 @@ def region_boxes(layer, o, i, j, n):
 
 
 def box_delta(layer, truth, o, i, j, n, scale):
-    """delta_region_box: darknet's delta of values 0..3 (stacked on the last axis) and the IoU of the
-    prediction with the truth."""
-    pred = region_boxes(layer, o, i, j, n)
-    iou = box_iou(pred, truth)
+    """delta_region_box: darknet's delta of values 0..3 (stacked on the last axis)."""
     bw = np.asarray(layer.anchors[0::2], np.float64)[n]
     bh = np.asarray(layer.anchors[1::2], np.float64)[n]
     sx, sy = _logistic(o[..., 0]), _logistic(o[..., 1])
@@ -66,7 +63,7 @@ def box_delta(layer, truth, o, i, j, n, scale):
                       scale * (truth[1] * layer.h - j - sy) * sy * (1 - sy),
                       scale * (np.log(truth[2] * layer.w / bw) - o[..., 2]),
                       scale * (np.log(truth[3] * layer.h / bh) - o[..., 3])], axis=-1)
-    return delta, iou
+    return delta
 
 
 def class_delta(layer, p, class_id, scale):
@@ -119,7 +116,7 @@ class _Image:
             bw = np.asarray(l.anchors[0::2], np.float64)[n]
             bh = np.asarray(l.anchors[1::2], np.float64)[n]
             prior = ((i + .5) / l.w, (j + .5) / l.h, bw / l.w, bh / l.h)
-            d[..., :4] = box_delta(l, prior, o, i, j, n, PRIOR_SCALE)[0]
+            d[..., :4] = box_delta(l, prior, o, i, j, n, PRIOR_SCALE)
 
     def train_class(self, p, a, class_id, scale):
         delta, cat = class_delta(self.l, self.o[p, a, 5:], class_id, scale)
@@ -140,9 +137,8 @@ class _Image:
             iou = float(box_iou((0.0, 0.0, w, h), (0.0, 0.0, box[2], box[3])))
             if iou > best_iou:
                 best_iou, best_n = iou, n
-        delta, iou = box_delta(l, box, o[p, best_n], i, j, best_n, l.coord_scale)
-        d[p, best_n, :4] = delta
-        iou = float(iou)
+        d[p, best_n, :4] = box_delta(l, box, o[p, best_n], i, j, best_n, l.coord_scale)
+        iou = float(box_iou(region_boxes(l, o[p, best_n], i, j, best_n), box))
         s["recall"] += iou > .5
         s["iou"] += iou
         obj = o[p, best_n, 4]

@@ -219,7 +219,7 @@ class _Image:
         if np.any(d[mask_n, :4, j, i]):
             self.stats["rewritten"] += 1
         pred = self.pred_box(anchor, mask_n, j, i)
-        ious = {k: f(pred, truth) for k, f in BOX_IOU_KINDS.items()}
+        iou, giou = float(box_iou(pred, truth)), box_giou(pred, truth)   # the loss line's statistics
         pred = (pred[0], pred[1], pred[2] or 1.0, pred[3] or 1.0)
         x = [float(o[mask_n, k, j, i]) for k in range(4)]
         aw, ah = l.anchors[2 * anchor], l.anchors[2 * anchor + 1]
@@ -242,9 +242,9 @@ class _Image:
                     v = min(max(v, -l.max_delta), l.max_delta)
                 d[mask_n, k, j, i] += v
         self.stats["total_bbox"] += 1
-        return ious
+        return iou, giou
 
-    def class_delta(self, mask_n, j, i, class_id, stats=True):
+    def class_delta(self, mask_n, j, i, class_id):
         """delta_yolo_class; returns the predicted probability of class_id (darknet's avg_cat term)."""
         l, o, d = self.l, self.o, self.d
         eps = l.label_smooth_eps
@@ -279,11 +279,11 @@ class _Image:
         """A truth assigned to (mask_n, j, i): box, objectness and class deltas, and the statistics."""
         l = self.l
         mult = l.class_multipliers[class_id] if l.class_multipliers else 1.0
-        ious = self.box_delta(truth, anchor, mask_n, j, i, 2 - truth[2] * truth[3], l.iou_normalizer * mult)
+        iou, giou = self.box_delta(truth, anchor, mask_n, j, i, 2 - truth[2] * truth[3], l.iou_normalizer * mult)
         s = self.stats
-        s["tot_iou"] += ious["iou"]
-        s["tot_iou_loss"] += 1 - ious["iou"]
-        s["tot_giou_loss"] += 1 - ious["giou"]
+        s["tot_iou"] += iou
+        s["tot_iou_loss"] += 1 - iou
+        s["tot_giou_loss"] += 1 - giou
         obj = mult * l.obj_normalizer * (1 - float(self.o[mask_n, 4, j, i]))
         if not l.objectness_smooth:
             self.d[mask_n, 4, j, i] = obj
@@ -293,7 +293,7 @@ class _Image:
         s["count"] += 1
 
     def run(self, truth):
-        l, o, d = self.l, self.o, self.d
+        l, d = self.l, self.d
         boxes = []
         for row in truth:
             if not row[0]:
@@ -331,13 +331,13 @@ class _Image:
         tb = np.asarray([b for b, _ in valid], dtype=np.float64)
         ious = box_iou(tuple(p[..., None] for p in pred), tuple(tb[:, k] for k in range(4)))
         class_match = (o[:, 5:] > CLASS_MATCH_THRESH).any(axis=1)
-        best_match = np.where(class_match, ious.max(axis=-1), 0.0)
+        best_iou = ious.max(axis=-1)
+        best_match = np.where(class_match, best_iou, 0.0)
         ignore = best_match > l.ignore_thresh
         if l.objectness_smooth:
             d[:, 4] = np.where(ignore, np.maximum(d[:, 4], l.obj_normalizer * (best_match - obj)), d[:, 4])
         else:
             d[:, 4] = np.where(ignore, 0.0, d[:, 4])
-        best_iou = ious.max(axis=-1)
         for mask_n, j, i in np.argwhere(best_iou > l.truth_thresh):
             box, class_id = valid[int(np.argmax(ious[mask_n, j, i]))]
             iou = float(best_iou[mask_n, j, i])

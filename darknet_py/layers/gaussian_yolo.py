@@ -18,6 +18,7 @@ LOGISTIC_PLANES = [slice(0, 4), 5, 7, slice(8, None)]
 SCALED_PLANES = [0, 2]
 
 YOLO_POINTS = {"center": 0, "left_top": 1, "right_bottom": 2}
+POINT_SHIFTS = {"center": 0, "left_top": 1, "right_bottom": -1}   # box centre += shift * half its size
 
 
 @register("Gaussian_yolo")
@@ -67,7 +68,7 @@ class GaussianYolo(AnchorHead):
         boxes[:, 3] = scaled_anchor(values[:, 6], self.anchors[1::2], anchor, net.height)
         boxes[:, 0] = (col.astype(np.float32) + values[:, 0]) / np.float32(self.w)
         boxes[:, 1] = (row.astype(np.float32) + values[:, 2]) / np.float32(self.h)
-        shift = {"center": 0, "left_top": 1, "right_bottom": -1}[self.yolo_point]
+        shift = POINT_SHIFTS[self.yolo_point]
         if shift:
             boxes[:, 0] += np.float32(shift) * boxes[:, 2] / np.float32(2)
             boxes[:, 1] += np.float32(shift) * boxes[:, 3] / np.float32(2)
@@ -88,6 +89,5 @@ class GaussianYolo(AnchorHead):
     def onnx_boxes(self, graph):
         """get_gaussian_yolo_box and darknet's probability objectness * class * (1 - mean uncertainty)."""
         table, col, row, anchor_w, anchor_h = graph.anchor_table(self)
-        point = {"center": 0, "left_top": 1, "right_bottom": -1}[self.yolo_point]
         return graph.decode_boxes(self, table, col, row, anchor_w, anchor_h, xy=(0, 2), wh=(4, 6), obj=8,
-                                  classes_start=9, uncertainty=(1, 3, 5, 7), point=point)
+                                  classes_start=9, uncertainty=(1, 3, 5, 7), point=POINT_SHIFTS[self.yolo_point])
