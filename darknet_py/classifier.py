@@ -85,7 +85,7 @@ def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
     data = read_data_file(data_path)
     net = build_network(cfg_path, weights, batch=1, quiet=quiet)
     _check_classes(net, data)
-    topk = min(int(data.get("top", 1)), data.classes)
+    topk = min(data.top, data.classes)
     paths = read_list(data.valid)
 
     def report(i, top1, topn):
@@ -104,9 +104,9 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None, qui
     data = read_data_file(data_path)
     net = build_network(cfg_path, weights, batch=1, quiet=quiet)
     _check_classes(net, data)
-    names = data.names or data.labels
+    names = data.names
     if top <= 0:
-        top = int(data.get("top", 1))
+        top = data.top
     top = max(1, min(top, data.classes))
     x = classify_input(image, net.options)
     start = time.perf_counter()
@@ -144,7 +144,7 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
         last_every = data.get_int("savelast", LAST_EVERY, minimum=1)
     paths = read_list(data.train)
     valid_paths = read_list(data.valid) if calc_topk else []
-    topk = min(int(data.get("top", 5)), data.classes)
+    topk = min(data.get_int("top", 5, minimum=1), data.classes)
     topk_name = f"top{topk}"
     chart = Chart(chart, o.max_batches, topk_name)
     print(f"{header(cfg_base(cfg_path), o)}\n{len(paths)} training images", file=out)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import DarknetError
 from .training import current_iteration, train_iteration
 
@@ -19,19 +20,16 @@ def cfg_base(cfg_path):
 
 def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu", quiet=True):
     """The cfg's network with `weights` loaded, or darknet's random initialization without them; darknet's
-    layer table goes to stderr first unless `quiet` (the CLI prints it at every load, as darknet does)."""
-    from .network import Network
-    from .weights import init_weights, load_weights
-    net = Network(cfg_path, batch=batch, device=device)
-    if not quiet:
-        print(net.summary(), file=sys.stderr)
+    layer table goes to stderr first unless `quiet` (the CLI prints it at every load, as darknet does).
+    batch=None keeps the cfg's."""
+    from . import load
+    from .weights import init_weights
+    if subdivisions is not None and subdivisions < 1:
+        raise DarknetError(f"subdivisions must be >= 1; got {subdivisions}")
+    net = load(cfg_path, weights, batch=batch, quiet=quiet, device=device)
     if subdivisions is not None:
-        if subdivisions < 1:
-            raise DarknetError(f"subdivisions must be >= 1; got {subdivisions}")
         net.options.subdivisions = subdivisions
-    if weights is not None:
-        load_weights(net, weights)
-    else:
+    if weights is None:
         init_weights(net)
     return net
 
@@ -87,7 +85,10 @@ class Backups:
 
     def __init__(self, folder, cfg_path):
         self.folder, self.base = Path(folder), cfg_base(cfg_path)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DarknetError(f"{self.folder}: cannot create the backup folder: {e.strerror or e}") from None
 
     def save(self, net, tag):
         """Atomically write `net`'s weights as <cfgbase>_<tag>.weights; returns the path."""
@@ -188,8 +189,11 @@ class Chart:
             acc.set_ylabel(f"{self.accuracy_name} %", color="tab:red")
             acc.set_ylim(0, 100)
         fig.tight_layout()
-        fig.savefig(self.path)
-        plt.close(fig)
+        try:
+            fmt = Path(self.path).suffix[1:].lower() or None   # as savefig(path): from the extension, else png
+            write_atomic(self.path, lambda f: fig.savefig(f, format=fmt), what="the chart", error=DarknetError)
+        finally:
+            plt.close(fig)
 
 
 def print_skipped(draws, images, out):

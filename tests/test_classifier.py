@@ -153,7 +153,8 @@ def test_shipped_weights_predict_the_samples(capsys, monkeypatch):
     assert right >= 9
 
 
-@pytest.mark.parametrize("case", ["no_classes", "bad_weights", "bad_image", "classes_mismatch", "bad_list"])
+@pytest.mark.parametrize("case", ["no_classes", "bad_weights", "bad_image", "classes_mismatch", "bad_list",
+                                  "bad_top", "backup_is_a_file", "chart_folder_missing"])
 def test_cli_errors_are_one_line(digits, tmp_path, capsys, case):
     weights = str(REPO / "weights" / "mixnet_tiny_digits.weights")
     image = str(REPO / "data" / "digits" / "samples" / "digit-1.png")
@@ -166,11 +167,20 @@ def test_cli_errors_are_one_line(digits, tmp_path, capsys, case):
         image, expect = str(tmp_path / "nothing.png"), "nothing.png"
     elif case == "classes_mismatch":
         changes, expect = {"classes": "9"}, "classes"
+    elif case == "bad_top":
+        changes, expect = {"top": "five"}, "top"
+    elif case == "backup_is_a_file":
+        (tmp_path / "taken").write_text("")
+        verb, changes, expect = "train", {"backup": tmp_path / "taken" / "backup"}, "taken"
+    elif case == "chart_folder_missing":
+        verb, expect = "train", "no-folder"
     else:
         verb, expect = "valid", "image_digit-1.png"
         (tmp_path / "v.list").write_text("no/such/image_digit-1.png\n")
         changes = {"valid": tmp_path / "v.list"}
     data = data_file(digits, tmp_path, **changes)
     argv = ["classifier", verb, str(data), str(DIGITS_CFG), weights] + ([image] if verb == "predict" else [])
+    if verb == "train":
+        argv += ["-dont_show", "-clear", "--max_batches", "1", "-chart", str(tmp_path / "no-folder" / "chart.png")]
     assert main(argv) == 2
     assert expect in one_error_line(capsys.readouterr().err)
