@@ -1,8 +1,8 @@
 """`darknet-py` command line: darknet's verbs (ops, partial, ...) with one-line errors (exit code 2)."""
 import argparse
+import contextlib
 import importlib
 import json
-import os
 import sys
 import warnings
 
@@ -10,7 +10,8 @@ from .errors import DarknetError
 
 
 # Modules that add their own verbs: each defines register_cli(subparsers), adding parsers whose defaults set
-# `run` to a function taking the parsed args. Imported lazily by build_parser.
+# `run` to a function taking the parsed args. Imported by build_parser (not when cli is imported), so that
+# `darknet-py --help` lists their verbs.
 COMMAND_MODULES = ("classifier", "onnx_export", "detector")
 
 
@@ -100,14 +101,13 @@ def main(argv=None):
     warnings.showwarning = _one_line_warnings
     try:
         args = build_parser().parse_args(argv)
-        if args.no_memory_check:
-            from .memory import CHECK_ENV
-            os.environ[CHECK_ENV] = "0"
         for key in ("width", "height", "batch"):
             value = getattr(args, key, None)
             if value is not None and value < 1:
                 raise UsageError(f"darknet-py {args.command}: --{key} must be >= 1; got {value}")
-        args.run(args)
+        from .memory import check_disabled
+        with check_disabled() if args.no_memory_check else contextlib.nullcontext():
+            args.run(args)
     except DarknetError as e:
         if debug:
             raise

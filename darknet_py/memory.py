@@ -6,6 +6,7 @@ The device's free memory comes from the ops interface (`ops.available_memory()`:
 device memory for a GPU backend), so the same check serves every backend. Overrides, for shared machines and
 tests: DARKNET_PY_MEMORY_LIMIT=<size> (e.g. 2G, 512M) uses that figure as the memory available;
 DARKNET_PY_MEMORY_CHECK=0 (or `darknet-py --no-memory-check`, or `net.memory_check = False`) skips the check."""
+import contextlib
 import os
 import re
 
@@ -68,6 +69,21 @@ def host_available_bytes():
 
 def check_enabled():
     return os.environ.get(CHECK_ENV, "1").strip().lower() not in ("0", "no", "off", "false")
+
+
+@contextlib.contextmanager
+def check_disabled():
+    """The check skipped inside the block (darknet-py --no-memory-check), CHECK_ENV restored after it: an
+    in-process caller of cli.main keeps its own setting."""
+    previous = os.environ.get(CHECK_ENV)
+    os.environ[CHECK_ENV] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CHECK_ENV, None)
+        else:
+            os.environ[CHECK_ENV] = previous
 
 
 def available_bytes(ops):

@@ -128,6 +128,7 @@ def test_memory_refusal_through_the_cli_and_override(capsys, monkeypatch):
     monkeypatch.delenv("DARKNET_PY_MEMORY_CHECK", raising=False)
     try:
         assert main(["--no-memory-check"] + argv) == 0
+        assert "DARKNET_PY_MEMORY_CHECK" not in os.environ   # only for that run
     finally:
         os.environ.pop("DARKNET_PY_MEMORY_CHECK", None)
     assert capsys.readouterr().out
