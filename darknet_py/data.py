@@ -349,8 +349,6 @@ class ClassifierBatches:
         self._fill()
 
     def _submit(self):
-        if self._source is None:
-            return
         k = self._next_k
         self._next_k += 1
         if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor):

@@ -30,8 +30,6 @@ def load_image(path, channels=3):
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)   # decodes the whole file: truncation shows up here
             return _to_chw(image, channels)
-    except DarknetDataError:
-        raise
     except Exception as e:   # Pillow reports bad files with many exception types (OSError, SyntaxError, ...)
         raise DarknetDataError(f"{path}: cannot read image: {e or type(e).__name__}") from None
 
@@ -203,5 +201,6 @@ def gaussian_blur(im, ksize):
         pad[axis] = (r, r)
         padded = np.pad(out, pad, mode="reflect")
         n = out.shape[axis]
-        out = sum(k * np.take(padded, np.arange(i, i + n), axis=axis) for i, k in enumerate(kernel))
+        taps = (padded[:, i:i + n] if axis == 1 else padded[:, :, i:i + n] for i in range(ksize))
+        out = sum(k * tap for k, tap in zip(kernel, taps))
     return out.astype(np.float32)
