@@ -161,6 +161,15 @@ class Chart:
     def __init__(self, path, max_batches, accuracy_name):
         self.path, self.max_batches, self.accuracy_name = path, max_batches, accuracy_name
         self.iterations, self.losses, self.accuracy = [], [], []
+        # the format from the extension, else png (as savefig(path)); checked now, not at the first save
+        self.format = None
+        if path is not None:
+            self.format = Path(path).suffix[1:].lower() or None
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            supported = FigureCanvasAgg.get_supported_filetypes()
+            if (self.format or "png") not in supported:
+                raise DarknetError(f"{path}: -chart: expected a file ending in one of "
+                                   f"{', '.join('.' + k for k in sorted(supported))}; got .{self.format}")
 
     def add_loss(self, iteration, avg_loss):
         self.iterations.append(iteration)
@@ -190,8 +199,8 @@ class Chart:
             acc.set_ylim(0, 100)
         fig.tight_layout()
         try:
-            fmt = Path(self.path).suffix[1:].lower() or None   # as savefig(path): from the extension, else png
-            write_atomic(self.path, lambda f: fig.savefig(f, format=fmt), what="the chart", error=DarknetError)
+            write_atomic(self.path, lambda f: fig.savefig(f, format=self.format), what="the chart",
+                         error=DarknetError)
         finally:
             plt.close(fig)
 

@@ -154,7 +154,7 @@ def test_shipped_weights_predict_the_samples(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["no_classes", "bad_weights", "bad_image", "classes_mismatch", "bad_list",
-                                  "bad_top", "backup_is_a_file", "chart_folder_missing"])
+                                  "bad_top", "backup_is_a_file", "chart_folder_missing", "chart_bad_extension"])
 def test_cli_errors_are_one_line(digits, tmp_path, capsys, case):
     weights = str(REPO / "weights" / "mixnet_tiny_digits.weights")
     image = str(REPO / "data" / "digits" / "samples" / "digit-1.png")
@@ -174,6 +174,8 @@ def test_cli_errors_are_one_line(digits, tmp_path, capsys, case):
         verb, changes, expect = "train", {"backup": tmp_path / "taken" / "backup"}, "taken"
     elif case == "chart_folder_missing":
         verb, expect = "train", "no-folder"
+    elif case == "chart_bad_extension":
+        verb, expect = "train", "chart.txt: -chart: expected a file ending in one of"
     else:
         verb, expect = "valid", "image_digit-1.png"
         (tmp_path / "v.list").write_text("no/such/image_digit-1.png\n")
@@ -181,6 +183,7 @@ def test_cli_errors_are_one_line(digits, tmp_path, capsys, case):
     data = data_file(digits, tmp_path, **changes)
     argv = ["classifier", verb, str(data), str(DIGITS_CFG), weights] + ([image] if verb == "predict" else [])
     if verb == "train":
-        argv += ["-dont_show", "-clear", "--max_batches", "1", "-chart", str(tmp_path / "no-folder" / "chart.png")]
+        chart = "chart.txt" if case == "chart_bad_extension" else "no-folder/chart.png"
+        argv += ["-dont_show", "-clear", "--max_batches", "1", "-chart", str(tmp_path / chart)]
     assert main(argv) == 2
     assert expect in one_error_line(capsys.readouterr().err)
