@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "activations.h"
 #include "compare.h"
 #include "depthwise.h"
+#include "gemm.h"
 #include "im2col.h"
 #include "parallel.h"
 #include "pooling.h"
@@ -83,6 +85,33 @@ PYBIND11_MODULE(_C, m) {
         return columns;
     }, py::arg("image"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
        py::arg("dh") = 1, py::arg("dw") = 1);
+
+    m.def("im2col_gemm", [](py::array x, py::array weights, int64_t stride_h, int64_t stride_w, int64_t pad,
+                            int64_t dilation, py::object scale, py::object shift, const std::string& name) {
+        require_nchw(x, "x");
+        require_nchw(weights, "weights");
+        const int64_t filters = weights.shape(0), size = weights.shape(2);
+        ConvGeometry g = geometry(x.shape(1), x.shape(2), x.shape(3), size, size, stride_h, stride_w, pad, pad,
+                                  dilation, dilation);
+        if (weights.shape(1) != x.shape(1) || weights.shape(3) != size)
+            throw py::value_error("weights must have shape (filters, channels, size, size)");
+        const float* a = channel_vector(scale, filters, "scale");
+        const float* b = channel_vector(shift, filters, "shift");
+        Activation act = activation(name);
+        const int64_t batch = x.shape(0);
+        FloatArray y({batch, filters, g.out_h(), g.out_w()});
+        const float* src = static_cast<const float*>(x.data());
+        const float* w = static_cast<const float*>(weights.data());
+        float* dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            darknet_py::im2col_gemm(src, batch, g, w, filters, a, b, act, dst);
+        }
+        return y;
+    }, py::arg("x"), py::arg("weights"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad"),
+       py::arg("dilation") = 1, py::arg("scale") = py::none(), py::arg("shift") = py::none(),
+       py::arg("activation") = "linear", "convolution (square kernel, symmetric padding) as im2col + GEMM with the "
+       "fused epilogue activation(y * scale + shift); the columns are built a slice at a time");
 
     m.def("col2im", [](py::array columns, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
                        int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
@@ -164,49 +193,85 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("x"), py::arg("size"), py::arg("stride_h"), py::arg("stride_w"), py::arg("offset"), py::arg("out_h"),
        py::arg("out_w"), "max pooling, darknet's forward_maxpool_layer values (no argmax)");
 
-    m.def("winograd_input", [](py::array x, int64_t pad, int64_t tiles_h, int64_t tiles_w, int64_t tile) {
-        require_nchw(x, "x");
-        if (pad < 0 || tiles_h < 1 || tiles_w < 1) throw py::value_error("pad must be >= 0 and tiles >= 1");
-        if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
-        const int64_t batch = x.shape(0), channels = x.shape(1);
-        FloatArray v({(tile + 2) * (tile + 2), channels, batch * tiles_h * tiles_w});
-        const float* src = static_cast<const float*>(x.data());
-        float* dst = v.mutable_data();
+    m.attr("PACK_ROWS") = darknet_py::PACK_ROWS;
+    m.attr("WINOGRAD_COLUMN_ALIGN") = darknet_py::WINOGRAD_COLUMN_ALIGN;
+    m.def("gemm_isa", &darknet_py::gemm_isa, "the instruction set of the GEMM kernel (avx512f, avx2, baseline)");
+
+    m.def("pack_rows", [](py::array a) {
+        require_float32_contiguous(a, "a");
+        if (a.ndim() < 2) throw py::value_error("a must have shape (..., m, k)");
+        const int64_t rows = a.shape(a.ndim() - 2), k = a.shape(a.ndim() - 1);
+        const int64_t count = a.size() / std::max<int64_t>(1, rows * k), panels = darknet_py::packed_panels(rows);
+        std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim() - 2);
+        shape.insert(shape.end(), {panels, k, darknet_py::PACK_ROWS});
+        FloatArray packed(shape);
+        const float* src = static_cast<const float*>(a.data());
+        float* dst = packed.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::winograd_input_transform(src, batch, channels, x.shape(2), x.shape(3), pad, tile, tiles_h,
-                                                 tiles_w, dst);
+            for (int64_t i = 0; i < count; ++i)
+                darknet_py::pack_rows(src + i * rows * k, rows, k, k, dst + i * panels * k * darknet_py::PACK_ROWS);
         }
-        return v;
-    }, py::arg("x"), py::arg("pad"), py::arg("tiles_h"), py::arg("tiles_w"), py::arg("tile") = 4,
-       "Winograd F(tile x tile, 3x3) input transform: ((tile+2)^2, channels, batch*tiles_h*tiles_w)");
+        return packed;
+    }, py::arg("a"), "matrices (..., m, k) packed for winograd_conv: (..., ceil(m / PACK_ROWS), k, PACK_ROWS), "
+       "rows past m zero");
 
-    m.def("winograd_output", [](py::array m, int64_t batch, int64_t out_h, int64_t out_w, int64_t tiles_h,
-                                int64_t tiles_w, py::object scale, py::object shift, const std::string& name,
-                                int64_t tile) {
-        require_float32_contiguous(m, "m");
+    m.def("gemm", [](py::array a, py::array b, py::object scale, py::object shift, const std::string& name) {
+        require_float32_contiguous(a, "a");
+        require_float32_contiguous(b, "b");
+        const bool batched = b.ndim() == 3;
+        if (a.ndim() != 2 || (b.ndim() != 2 && !batched) || a.shape(1) != b.shape(b.ndim() - 2) || a.shape(0) < 1)
+            throw py::value_error("gemm: a must be (m, k) and b (k, n) or (batch, k, n)");
+        const int64_t rows = a.shape(0), k = a.shape(1), batch = batched ? b.shape(0) : 1, n = b.shape(b.ndim() - 1);
+        const float* alpha = channel_vector(scale, rows, "scale");
+        const float* beta = channel_vector(shift, rows, "shift");
+        Activation act = activation(name);
+        FloatArray y(batched ? std::vector<py::ssize_t>{batch, rows, n} : std::vector<py::ssize_t>{rows, n});
+        const darknet_py::LeftMatrix left{static_cast<const float*>(a.data()), rows, k, k, false};
+        const float* src = static_cast<const float*>(b.data());
+        float* dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            for (int64_t i = 0; i < batch; ++i)
+                darknet_py::gemm(left, src + i * k * n, n, n, dst + i * rows * n, n, alpha, beta, act);
+        }
+        return y;
+    }, py::arg("a"), py::arg("b"), py::arg("scale") = py::none(), py::arg("shift") = py::none(),
+       py::arg("activation") = "linear", "activation(a @ b * scale[row] + shift[row]) for a (m, k) and b (k, n) or "
+       "(batch, k, n), on the kernels' threads");
+
+    m.def("winograd_conv", [](py::array x, py::array packed, int64_t filters, int64_t pad, int64_t tile,
+                              py::object scale, py::object shift, const std::string& name) {
+        require_nchw(x, "x");
+        require_float32_contiguous(packed, "packed");
         if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
-        if (m.ndim() != 3 || m.shape(0) != (tile + 2) * (tile + 2) || m.shape(2) != batch * tiles_h * tiles_w)
-            throw py::value_error("m must have shape ((tile+2)^2, filters, batch*tiles_h*tiles_w)");
-        if (out_h < 1 || out_w < 1 || out_h > tile * tiles_h || out_w > tile * tiles_w)
-            throw py::value_error("the output must fit the tiles");
-        const int64_t filters = m.shape(1);
+        const int64_t batch = x.shape(0), channels = x.shape(1), points = (tile + 2) * (tile + 2);
+        const int64_t out_h = x.shape(2) + 2 * pad - 2, out_w = x.shape(3) + 2 * pad - 2;
+        if (pad < 0 || out_h < 1 || out_w < 1) throw py::value_error("pad must be >= 0 and the output not empty");
+        const int64_t panels = darknet_py::packed_panels(filters);
+        if (filters < 1 || packed.ndim() != 4 || packed.shape(0) != points || packed.shape(1) != panels ||
+            packed.shape(2) != channels || packed.shape(3) != darknet_py::PACK_ROWS)
+            throw py::value_error("packed must be pack_rows of the ((tile+2)^2, filters, channels) transformed weights");
         const float* a = channel_vector(scale, filters, "scale");
         const float* b = channel_vector(shift, filters, "shift");
         Activation act = activation(name);
         FloatArray y({batch, filters, out_h, out_w});
-        const float* src = static_cast<const float*>(m.data());
+        const float* src = static_cast<const float*>(x.data());
+        const float* weights = static_cast<const float*>(packed.data());
         float* dst = y.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::winograd_output_transform(src, batch, filters, out_h, out_w, tile, tiles_h, tiles_w, a, b,
-                                                  act, dst);
+            darknet_py::winograd_convolution(src, batch, channels, x.shape(2), x.shape(3), pad, tile, weights, filters,
+                                             out_h, out_w, a, b, act, dst);
         }
         return y;
-    }, py::arg("m"), py::arg("batch"), py::arg("out_h"), py::arg("out_w"), py::arg("tiles_h"), py::arg("tiles_w"),
+    }, py::arg("x"), py::arg("packed"), py::arg("filters"), py::arg("pad"), py::arg("tile"),
        py::arg("scale") = py::none(), py::arg("shift") = py::none(), py::arg("activation") = "linear",
-       py::arg("tile") = 4, "Winograd F(tile x tile, 3x3) output transform with the fused epilogue "
-       "activation(y * scale + shift)");
+       "3x3 stride-1 convolution by Winograd F(tile x tile, 3x3) with the fused epilogue activation(y * scale + "
+       "shift); packed = pack_rows(G w G^T as ((tile+2)^2, filters, channels))");
+
+    m.def("release_workspace", [] { darknet_py::release_workspace(); },
+          "free the calling thread's Winograd workspace (kept between calls; regrown when needed)");
 
     m.def("same_bytes", [](py::array a, py::array b) {
         if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style))

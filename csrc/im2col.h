@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "activations.h"
+
 namespace darknet_py {
 
 struct ConvGeometry {
@@ -15,6 +17,13 @@ struct ConvGeometry {
 
 // columns[rows, cols] = patches of image[channels, height, width]; zero outside the image.
 void im2col(const float* image, const ConvGeometry& g, float* columns);
+
+// y (batch, filters, out_h*out_w) = act((W @ columns) * scale[f] + shift[f]) for each image of images (batch,
+// channels, height, width), W the weights (filters x rows, row-major): the columns are built a slice at a time per
+// thread (never the whole matrix) and multiplied at once (csrc/gemm.h). scale may be null (1), shift null (no
+// affine map, no activation).
+void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, const float* weights, int64_t filters,
+                 const float* scale, const float* shift, Activation act, float* y);
 
 // image[channels, height, width] += the patches in columns (the adjoint of im2col).
 void col2im(const float* columns, const ConvGeometry& g, float* image);

@@ -1,7 +1,11 @@
 #include "winograd.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <vector>
+
+#include "gemm.h"
 
 #include "parallel.h"
 #include "simd.h"
@@ -118,34 +122,62 @@ void output_tile_row_any(int64_t tile, const float* m, int64_t stride, int64_t t
 
 }  // namespace
 
-void winograd_input_transform(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
-                              int64_t tile, int64_t tiles_h, int64_t tiles_w, float* v) {
+namespace {
+
+// The transformed input and the products, kept per thread from one convolution to the next as darknet keeps its
+// workspace: allocating them at every call costs more than the GEMMs on large maps (fresh pages: page faults and
+// zeroing, ~4 ms of a 2 ms GEMM on 64 channels at 104x104). Grows to the largest layer; release_workspace() frees it.
+struct Workspace {
+    float* data = nullptr;
+    int64_t floats = 0;
+    ~Workspace() { std::free(data); }
+    float* get(int64_t need) {
+        if (need > floats) {
+            std::free(data);
+            data = static_cast<float*>(std::aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64));
+            floats = data ? need : 0;
+            if (!data) throw std::bad_alloc();
+        }
+        return data;
+    }
+};
+
+thread_local Workspace workspace;
+
+// v[k * point_stride + c * row_stride + tile]: the transformed input of every channel and tile.
+void input_transform(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
+                     int64_t tile, int64_t tiles_h, int64_t tiles_w, float* v, int64_t row_stride) {
     const int64_t points = tile + 2;
     const int64_t ph = tile * tiles_h + 2, pw = tile * tiles_w + 2;
-    const int64_t tiles = batch * tiles_h * tiles_w, plane_tiles = tiles_h * tiles_w;
+    const int64_t plane_tiles = tiles_h * tiles_w, tiles = batch * plane_tiles;
     parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
         std::vector<float> padded(ph * pw), rows(points * points * tiles_w);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / channels, c = p % channels;
             pad_plane(x + p * h * w, h, w, pad, padded.data(), ph, pw);
-            input_plane_any(tile, padded.data(), tiles_h, tiles_w, v + c * tiles + b * plane_tiles, channels * tiles,
+            float* channel = v + c * row_stride;
+            input_plane_any(tile, padded.data(), tiles_h, tiles_w, channel + b * plane_tiles, channels * row_stride,
                             rows.data());
+            if (b == batch - 1)   // the columns past the last tile join the GEMMs: zeros, not stale memory
+                for (int64_t k = 0; k < points * points; ++k)
+                    std::fill(channel + k * channels * row_stride + tiles, channel + k * channels * row_stride +
+                              row_stride, 0.0f);
         }
     }, 1 + 4096 / plane_tiles);
 }
 
-void winograd_output_transform(const float* m, int64_t batch, int64_t filters, int64_t out_h, int64_t out_w,
-                               int64_t tile, int64_t tiles_h, int64_t tiles_w, const float* scale,
-                               const float* shift, Activation act, float* y) {
-    const int64_t points = tile + 2, width = tile * tiles_w;
-    const int64_t tiles = batch * tiles_h * tiles_w, plane_tiles = tiles_h * tiles_w;
+// y from m[k * point_stride + f * row_stride + tile] (see winograd_convolution).
+void output_transform(const float* m, int64_t row_stride, int64_t point_stride, int64_t batch, int64_t filters,
+                      int64_t out_h, int64_t out_w, int64_t tile, int64_t tiles_h, int64_t tiles_w,
+                      const float* scale, const float* shift, Activation act, float* y) {
+    const int64_t points = tile + 2, width = tile * tiles_w, plane_tiles = tiles_h * tiles_w;
     parallel_for(batch * filters, [&](int64_t begin, int64_t end) {
         std::vector<float> s(points * width), rows(tile * width);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / filters, f = p % filters;
             float* out = y + p * out_h * out_w;
             for (int64_t ty = 0; ty < tiles_h; ++ty) {
-                output_tile_row_any(tile, m + f * tiles + b * plane_tiles + ty * tiles_w, filters * tiles, tiles_w,
+                output_tile_row_any(tile, m + f * row_stride + b * plane_tiles + ty * tiles_w, point_stride, tiles_w,
                                     s.data(), rows.data());
                 const int64_t n = std::min(tile, out_h - tile * ty);
                 if (shift) affine_activate_plane(rows.data(), n * width, scale ? scale[f] : 1.0f, shift[f], act);
@@ -154,6 +186,42 @@ void winograd_output_transform(const float* m, int64_t batch, int64_t filters, i
             }
         }
     }, 1 + 4096 / plane_tiles);
+}
+
+}  // namespace
+
+void release_workspace() {
+    std::free(workspace.data);
+    workspace.data = nullptr;
+    workspace.floats = 0;
+}
+
+int64_t winograd_row_stride(int64_t tiles) { return (tiles + WINOGRAD_COLUMN_ALIGN - 1) / WINOGRAD_COLUMN_ALIGN *
+                                                    WINOGRAD_COLUMN_ALIGN; }
+
+void winograd_convolution(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
+                          int64_t tile, const float* packed_weights, int64_t filters, int64_t out_h, int64_t out_w,
+                          const float* scale, const float* shift, Activation act, float* y) {
+    const int64_t points = (tile + 2) * (tile + 2);
+    const int64_t tiles_h = (out_h + tile - 1) / tile, tiles_w = (out_w + tile - 1) / tile;
+    const int64_t tiles = batch * tiles_h * tiles_w, row_stride = winograd_row_stride(tiles);
+    const int64_t panels = packed_panels(filters), rows = panels * PACK_ROWS;
+    float* v = workspace.get(points * (channels + rows) * row_stride);
+    float* m = v + points * channels * row_stride;
+    input_transform(x, batch, channels, h, w, pad, tile, tiles_h, tiles_w, v, row_stride);
+    // The P GEMMs m[k] = u[k] v[k], split by (point, panel of filters): each part computed whole by one thread, so
+    // results do not depend on the thread count.
+    parallel_for(points * panels, [&](int64_t begin, int64_t end) {
+        while (begin < end) {
+            const int64_t k = begin / panels, first = begin % panels, last = std::min(panels, first + end - begin);
+            const LeftMatrix u{packed_weights + k * rows * channels, rows, channels, 0, true};
+            gemm_block(u, first, last, v + k * channels * row_stride, row_stride, 0, row_stride,
+                       m + k * rows * row_stride, row_stride);
+            begin += last - first;
+        }
+    }, 1 + (1 << 16) / (PACK_ROWS * channels * row_stride));
+    output_transform(m, row_stride, rows * row_stride, batch, filters, out_h, out_w, tile, tiles_h, tiles_w,
+                     scale, shift, act, y);
 }
 
 }  // namespace darknet_py

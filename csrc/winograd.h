@@ -1,7 +1,8 @@
 // Winograd F(tile x tile, 3x3) convolution (Lavin & Gray), tile 4 or 2, for 3x3, stride-1, undilated, ungrouped
 // float32 convolutions: out = A^T [ (G w G^T) . (B^T d B) ] A per (tile+2)^2 input tile d and tile x tile output
-// tile, the P = (tile+2)^2 elementwise products summed over input channels as P GEMMs (done by the caller with
-// BLAS). Tiles are numbered (image, tile row, tile column) over batch x tiles_h x tiles_w.
+// tile, the P = (tile+2)^2 elementwise products summed over input channels as P GEMMs (csrc/gemm.cpp) of the
+// transformed weights, packed in advance, with the transformed input. Tiles are numbered (image, tile row, tile
+// column) over batch x ceil(out_h / tile) x ceil(out_w / tile).
 #pragma once
 #include <cstdint>
 
@@ -9,15 +10,23 @@
 
 namespace darknet_py {
 
-// v[P, channels, tiles] = B^T d B for the input tile of x (batch, channels, h, w) at rows tile*ty - pad ...,
-// columns tile*tx - pad ..., zero outside the image.
-void winograd_input_transform(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
-                              int64_t tile, int64_t tiles_h, int64_t tiles_w, float* v);
+// The GEMMs run over the tiles padded to a multiple of this (whole vectors, no remainder path).
+constexpr int64_t WINOGRAD_COLUMN_ALIGN = 16;
 
-// y (batch, filters, out_h, out_w) = act(A^T m A * scale[f] + shift[f]) from m[P, filters, tiles]; scale may
-// be null (1), shift may be null (no affine map, no activation).
-void winograd_output_transform(const float* m, int64_t batch, int64_t filters, int64_t out_h, int64_t out_w,
-                               int64_t tile, int64_t tiles_h, int64_t tiles_w, const float* scale,
-                               const float* shift, Activation act, float* y);
+// Tiles rounded up to WINOGRAD_COLUMN_ALIGN: the row length of the transformed input and of the products.
+int64_t winograd_row_stride(int64_t tiles);
+
+// y (batch, filters, out_h, out_w) = act(conv3x3(x, w) * scale[f] + shift[f]) for x (batch, channels, h, w) zero-padded
+// by `pad`, out_h = h + 2*pad - 2 (likewise out_w). packed_weights: G w G^T as P matrices (filters x channels), each
+// packed by pack_rows (csrc/gemm.h). scale may be null (1); shift may be null (no affine map, no activation).
+// Uses P * (channels + filters rounded up to PACK_ROWS) * winograd_row_stride(tiles) floats of the calling thread's
+// workspace, which keeps the largest size used until release_workspace().
+
+void winograd_convolution(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
+                          int64_t tile, const float* packed_weights, int64_t filters, int64_t out_h, int64_t out_w,
+                          const float* scale, const float* shift, Activation act, float* y);
+
+// Frees the calling thread's workspace.
+void release_workspace();
 
 }  // namespace darknet_py

@@ -121,6 +121,10 @@ def matmul(a, b, out):
     return _gemm(a, b, out)
 
 
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
 # Winograd kernel transforms G (csrc/winograd.cpp has B and A): F(4x4, 3x3) with interpolation points 0, +-1, +-2,
 # infinity; F(2x2, 3x3) with 0, +-1, infinity.
 WINOGRAD_G = {
@@ -295,18 +299,39 @@ class NumpyOps:
                                                activation)
         if path.startswith("winograd"):
             return self._winograd_conv(x, w, scale, shift, activation, pad, WINOGRAD_TILE[path])
+        if path in ("pointwise", "im2col") and groups == 1 and self._fused(x.dtype, activation) is not None:
+            return self._gemm_conv(x, w, scale, shift, activation, _Geometry(c, h, width, size, stride_x, stride_y,
+                                                                             pad, dilation), path)
         z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
         return self.affine_activation(z, scale, shift, activation)
 
+    def _gemm_conv(self, x, w, scale, shift, activation, g, path):
+        """An ungrouped pointwise or im2col convolution in the C++ GEMM (csrc/gemm.h), epilogue fused, on the
+        kernels' threads (no BLAS threads competing with them); im2col columns are built a slice at a time."""
+        ext = _kernels()
+        batch, filters = x.shape[0], w.shape[0]
+        w = self.asarray(w)
+        scale = None if scale is None else self.asarray(scale)
+        shift = self.asarray(shift)
+        if path == "pointwise":
+            xs = x if g.sx == g.sy == 1 else x[:, :, ::g.sy, ::g.sx]
+            columns = np.ascontiguousarray(xs).reshape(batch, x.shape[1], g.out_h * g.out_w)
+            out = ext.gemm(w.reshape(filters, -1), columns, scale, shift, activation)
+            return out.reshape(batch, filters, g.out_h, g.out_w)
+        if g.ext_matches_C:
+            return ext.im2col_gemm(self.asarray(x), w, g.sy, g.sx, g.off, g.d, scale, shift, activation)
+        return ext.im2col_gemm(self.asarray(g.pad(np, x)), w, g.sy, g.sx, 0, g.d, scale, shift, activation)
+
     # Winograd (csrc/winograd.cpp) for inference 3x3 stride-1 convolutions: P GEMMs of (filters x channels) @
-    # (channels x tiles) replace one of (filters x 9*channels) @ (9*channels x pixels). F(4x4, 3x3) (P = 36,
-    # 4x fewer multiplications) unless the map has fewer than WINOGRAD_MIN_TILES 4x4 tiles per image, where
-    # F(2x2, 3x3) (P = 16, 2.25x) keeps the GEMMs wide enough (13x13: 49 tiles instead of 16) and reads
-    # less than half the transformed weights. Below WINOGRAD_MIN_CHANNELS the transforms cost more than they save.
-    # The transformed weights (P/9 times the weights) are cached per layer unless self.winograd says otherwise
-    # (winograd_mode: DARKNET_PY_WINOGRAD=cached|uncached|off).
+    # (channels x tiles) replace one of (filters x 9*channels) @ (9*channels x pixels), F(4x4, 3x3) (P = 36, 4x
+    # fewer multiplications) or F(2x2, 3x3) (P = 16, 2.25x), whichever costs less by _winograd_cost: the GEMMs run
+    # over the tiles rounded up to whole vectors, so on small maps F(2x2) wastes less (7x7: 16 tiles, against 4 4x4
+    # tiles padded to 16). Below WINOGRAD_MIN_CHANNELS the transforms cost more than they save. The transformed
+    # weights (P/9 times the weights) are cached per layer unless self.winograd says otherwise (winograd_mode:
+    # DARKNET_PY_WINOGRAD=cached|uncached|off).
     WINOGRAD_MIN_CHANNELS = 16
-    WINOGRAD_MIN_TILES = 32
+    WINOGRAD_TILES = (4, 2)           # the candidates, best first on a tie
+    WINOGRAD_WEIGHT_COST = 8          # reading a transformed weight costs about as much as 8 multiply-adds
     WINOGRAD_CHUNK_FLOATS = 1 << 18   # float64 transform temporaries, per block of filters
 
     def conv_path(self, c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
@@ -322,7 +347,7 @@ class NumpyOps:
             return "depthwise" if fused and filters > 1 else "depthwise-taps"
         if (fused and self.winograd != "off" and size == 3 and stride_x == stride_y == 1 and dilation == 1 and
                 groups == 1 and min(c, filters) >= self.WINOGRAD_MIN_CHANNELS):
-            return "winograd4" if -(-out_h // 4) * -(-out_w // 4) >= self.WINOGRAD_MIN_TILES else "winograd2"
+            return f"winograd{min(self.WINOGRAD_TILES, key=lambda tile: self._winograd_cost(tile, out_h, out_w))}"
         return "im2col"
 
     def conv_memory(self, layer, batch, train):
@@ -348,27 +373,41 @@ class NumpyOps:
         if path == "depthwise-taps":
             return path, 0, twice * batch * padded + batch * filters * pixels * item
         if path == "im2col":
+            if not train and groups == 1 and self._fused(self.dtype, layer.activation) is not None:
+                # _gemm_conv: a slice of the columns per thread (at most 256 columns)
+                return path, 0, padded + _kernels().num_threads() * g.c * k * k * min(pixels, 256) * item
             return path, 0, twice * (g.c * k * k * pixels * item + padded)
         tile = WINOGRAD_TILE[path]
         points = (tile + 2) ** 2
         tiles_h, tiles_w = -(-layer.out_h // tile), -(-layer.out_w // tile)
-        transforms = points * (c + filters) * batch * tiles_h * tiles_w * 4          # V and M of _winograd_conv
-        weights, transformed = filters * c * 9 * 4, points * filters * c * 4
-        building = self._winograd_block(filters, c, tile) * c * (9 + points) * 8     # float64 temporaries
+        ext = _kernels()
+        row = _round_up(batch * tiles_h * tiles_w, ext.WINOGRAD_COLUMN_ALIGN)
+        packed_filters = _round_up(filters, ext.PACK_ROWS)
+        transforms = points * (c + packed_filters) * row * 4           # the transformed input and the products
+        weights, transformed = filters * c * 9 * 4, points * packed_filters * c * 4
+        building = (self._winograd_block(filters, c, tile) * c * (9 + points) * 8 +     # float64 temporaries
+                    points * filters * c * 4)                                          # before packing
         width = tile * tiles_w
         per_thread = max((tile * tiles_h + 2) * (width + 2) + points * tiles_w, (points + tile) * width) * 4
-        scratch = transforms + building + _kernels().num_threads() * per_thread
+        scratch = transforms + building + ext.num_threads() * per_thread
         if self.winograd == "uncached":
             return path, 0, scratch + transformed
         return path, transformed + weights, scratch     # the check against the copy allocates nothing
+
+    def _winograd_cost(self, tile, out_h, out_w):
+        """Time of one image's Winograd GEMMs per filter and channel, in multiply-adds: P points, each over the
+        tiles rounded up to the GEMM's column alignment, plus reading the point's weight."""
+        tiles = -(-out_h // tile) * -(-out_w // tile)
+        return (tile + 2) ** 2 * (_round_up(tiles, _kernels().WINOGRAD_COLUMN_ALIGN) + self.WINOGRAD_WEIGHT_COST)
 
     def _winograd_block(self, filters, c, tile):
         """Filters transformed at once: their float64 temporaries stay under WINOGRAD_CHUNK_FLOATS."""
         return max(1, min(filters, self.WINOGRAD_CHUNK_FLOATS // (c * (tile + 2) ** 2)))
 
     def _winograd_transform(self, w, tile):
-        """G w G^T as ((tile+2)^2, filters, channels) float32, computed in float64 a block of filters at a time,
-        as one GEMM per block: kron(G, G) (P x 9) times the 3x3 kernels (9 x block*channels)."""
+        """G w G^T as ((tile+2)^2, filters, channels), computed in float64 a block of filters at a time, as one
+        GEMM per block: kron(G, G) (P x 9) times the 3x3 kernels (9 x block*channels); returned packed for the
+        GEMM kernel (_C.pack_rows: (P, filter panels, channels, PACK_ROWS) float32)."""
         g = WINOGRAD_G[tile]
         gg = np.kron(g, g)       # row a*(tile+2) + b, column k*3 + l: G[a, k] * G[b, l]
         filters, c = w.shape[:2]
@@ -377,7 +416,7 @@ class NumpyOps:
         for f in range(0, filters, step):
             kernels = w[f:f + step].reshape(-1, 9).astype(np.float64)
             out[:, f:f + step] = (gg @ kernels.T).reshape(out.shape[0], -1, c)
-        return out
+        return _kernels().pack_rows(out)
 
     def _winograd_weights(self, w, tile):
         """The transformed weights; with self.winograd == "cached", kept per weights array and tile. The cache
@@ -414,16 +453,9 @@ class NumpyOps:
         self._winograd_cache.clear()
 
     def _winograd_conv(self, x, w, scale, shift, activation, pad, tile):
-        ext = _kernels()
-        batch, _, h, width = x.shape
-        out_h, out_w = h + 2 * pad - 2, width + 2 * pad - 2
-        tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
-        v = ext.winograd_input(np.ascontiguousarray(x), pad, tiles_h, tiles_w, tile)
-        u = self._winograd_weights(w, tile)
-        m = matmul(u, v, np.empty((u.shape[0], u.shape[1], v.shape[2]), dtype=np.float32))
-        return ext.winograd_output(m, batch, out_h, out_w, tiles_h, tiles_w,
-                                   None if scale is None else self.asarray(scale), self.asarray(shift), activation,
-                                   tile)
+        return _kernels().winograd_conv(np.ascontiguousarray(x), self._winograd_weights(w, tile), w.shape[0], pad,
+                                        tile, None if scale is None else self.asarray(scale), self.asarray(shift),
+                                        activation)
 
     def maxpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
         """Inference max pooling: the maximum over each size x size window of x (batch, c, h, w) whose (0, 0)

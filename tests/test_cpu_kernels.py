@@ -140,7 +140,7 @@ WINOGRAD = [(1, 16, 16, 8, 8, 1), (2, 17, 19, 13, 11, 1), (1, 32, 24, 9, 7, 0), 
 def test_winograd_convolution_matches_numpy(geometry, activation, tile):
     batch, c, filters, h, w, pad = geometry
     ops = NumpyOps(np.float32)
-    ops.WINOGRAD_MIN_TILES = 0 if tile == 4 else 10 ** 9      # F(4x4, 3x3) or F(2x2, 3x3) on any map
+    ops.WINOGRAD_TILES = (tile,)      # F(4x4, 3x3) or F(2x2, 3x3) on any map
     rng = np.random.default_rng(list(geometry))
     x = rng.normal(size=(batch, c, h, w)).astype(np.float32)
     weights = (rng.normal(size=(filters, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
@@ -208,11 +208,45 @@ def test_matmul_matches_numpy(shapes):
     assert np.isnan(wide[..., expected.shape[-1]:]).all()          # nothing written outside out
 
 
+# (m, k, n): rows not a multiple of the panel, columns in wide blocks, single vectors and a remainder
+GEMM_SHAPES = [(1, 1, 1), (8, 3, 16), (13, 7, 33), (20, 64, 47), (64, 288, 100), (3, 5, 600), (9, 0, 5)]
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES)
+def test_gemm_matches_numpy(shape):
+    m, k, n = shape
+    rng = np.random.default_rng(list(shape))
+    a = rng.normal(size=(m, k)).astype(np.float32)
+    b = rng.normal(size=(k, n)).astype(np.float32)
+    expected = a.astype(np.float64) @ b           # tolerances: float32 sums of up to 288 terms
+    np.testing.assert_allclose(_C.gemm(a, b), expected, rtol=1e-5, atol=1e-4)
+    # batched, with the fused epilogue leaky(y * scale + shift) per row
+    scale, shift = rng.uniform(0.5, 2, m).astype(np.float32), rng.normal(size=m).astype(np.float32)
+    got = _C.gemm(a, np.stack([b, -b]), scale, shift, "leaky")
+    for sign, result in zip((1, -1), got):
+        z = sign * expected * scale[:, None] + shift[:, None]
+        np.testing.assert_allclose(result, np.where(z > 0, z, 0.1 * z), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="gemm"):
+        _C.gemm(a, np.zeros((k + 1, n), np.float32))
+
+
+def test_pack_rows_layout():
+    a = np.arange(2 * 11 * 3, dtype=np.float32).reshape(2, 11, 3)     # two 11 x 3 matrices
+    packed = _C.pack_rows(a)
+    assert packed.shape == (2, 2, 3, _C.PACK_ROWS)
+    for i in range(2):
+        for panel in range(2):
+            rows = a[i, panel * _C.PACK_ROWS:(panel + 1) * _C.PACK_ROWS]            # the last panel: 3 rows
+            np.testing.assert_array_equal(packed[i, panel, :, :len(rows)], rows.T)
+            assert not packed[i, panel, :, len(rows):].any()                           # padding rows zero
+
+
 def test_kernels_give_the_same_result_with_any_thread_count():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(2, 24, 17, 15)).astype(np.float32)
     w = rng.normal(size=(24, 1, 5, 5)).astype(np.float32)
     shift = rng.normal(size=24).astype(np.float32)
+    winograd_weights = NumpyOps()._winograd_transform(rng.normal(size=(20, 24, 3, 3)).astype(np.float32), 4)
     saved = _C.num_threads()
     results = []
     try:
@@ -220,7 +254,7 @@ def test_kernels_give_the_same_result_with_any_thread_count():
             _C.set_num_threads(threads)
             assert _C.num_threads() == threads
             results.append((_C.depthwise_conv2d(x, w, 2, 1, 2, 1, 8, 11, None, shift, "mish"),
-                            _C.winograd_input(x, 1, 5, 4), _C.maxpool2d(x, 3, 2, 2, 1, 9, 8)))
+                            _C.winograd_conv(x, winograd_weights, 20, 1, 4, None, shift[:20].copy(), "mish"), _C.maxpool2d(x, 3, 2, 2, 1, 9, 8)))
     finally:
         _C.set_num_threads(saved)
     for other in results[1:]:
