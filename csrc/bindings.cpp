@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "activations.h"
-#include "compare.h"
+#include "buffers.h"
 #include "depthwise.h"
 #include "gemm.h"
 #include "im2col.h"
@@ -272,6 +272,34 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("release_workspace", [] { darknet_py::release_workspace(); },
           "free the calling thread's Winograd workspace (kept between calls; regrown when needed)");
+
+    m.def("concat", [](const std::vector<py::array>& pieces) {
+        if (pieces.empty()) throw py::value_error("concat: no pieces");
+        const int64_t batch = pieces[0].ndim() == 2 ? pieces[0].shape(0) : -1;
+        int64_t width = 0;
+        for (const py::array& p : pieces) {
+            if (!py::isinstance<py::array_t<float>>(p) || p.ndim() != 2 || p.shape(0) != batch ||
+                (p.shape(1) > 1 && p.strides(1) != sizeof(float)))
+                throw py::value_error("concat: pieces must be float32 (batch, n) arrays with contiguous rows");
+            width += p.shape(1);
+        }
+        FloatArray out({batch, width});
+        std::vector<darknet_py::ByteCopy> copies;
+        for (int64_t b = 0; b < batch; ++b) {
+            int64_t offset = 0;
+            for (const py::array& p : pieces) {
+                const auto* row = static_cast<const unsigned char*>(p.data()) + b * p.strides(0);
+                copies.push_back({row, out.mutable_data(b, offset), int64_t(p.shape(1) * sizeof(float))});
+                offset += p.shape(1);
+            }
+        }
+        {
+            py::gil_scoped_release release;
+            darknet_py::copy_bytes(copies);
+        }
+        return out;
+    }, py::arg("pieces"), "np.concatenate(pieces, axis=1) of float32 (batch, n_i) arrays with contiguous rows, "
+       "copied on the kernels' threads");
 
     m.def("same_bytes", [](py::array a, py::array b) {
         if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style))

@@ -283,6 +283,21 @@ class NumpyOps:
         z += shift.reshape(per_channel)
         return activate(z, activation, np)
 
+    def concat(self, pieces):
+        """np.concatenate(pieces, axis=1) of (batch, n_i) arrays; float32 pieces with contiguous rows are copied on
+        the kernels' threads."""
+        if all(p.dtype == np.float32 and (p.shape[1] <= 1 or p.strides[1] == 4) for p in pieces):
+            return _kernels().concat(pieces)
+        return np.concatenate(pieces, axis=1)
+
+    def activate_(self, z, activation):
+        """z = activation(z) in place: the C++ kernel for a C-contiguous float32 z, NumPy otherwise."""
+        ext = self._fused(z.dtype, activation)
+        if ext is not None and z.flags.c_contiguous:
+            ext.affine_activate(z.reshape(1, 1, -1), None, np.zeros(1, np.float32), activation)
+        else:
+            z[...] = activate(z, activation, np)
+
     def conv2d_affine_activation(self, x, w, scale, shift, activation, stride_x=1, stride_y=1, pad=0, dilation=1,
                                  groups=1):
         """Inference: activation(conv2d(x, w) * scale[f] + shift[f]) per filter f, without keeping the
@@ -449,8 +464,10 @@ class NumpyOps:
         return _kernels().same_bytes(copy, w)
 
     def clear_caches(self):
-        """Free the cached Winograd weights (rebuilt by the next inference that needs them)."""
+        """Free the cached Winograd weights and this thread's Winograd workspace (both rebuilt by the next
+        inference that needs them)."""
         self._winograd_cache.clear()
+        _kernels().release_workspace()
 
     def _winograd_conv(self, x, w, scale, shift, activation, pad, tile):
         return _kernels().winograd_conv(np.ascontiguousarray(x), self._winograd_weights(w, tile), w.shape[0], pad,

@@ -196,6 +196,25 @@ def test_same_bytes_finds_any_differing_byte():
         _C.same_bytes(a[:, ::2], a[:, ::2].copy())
 
 
+def test_concat_matches_numpy_concatenate():
+    rng = np.random.default_rng(5)
+    whole = rng.normal(size=(3, 40000)).astype(np.float32)
+    # column slices (rows not adjacent), pieces crossing the 64 KiB copy blocks, an empty and a one-column piece
+    pieces = [whole[:, 5:30005], rng.normal(size=(3, 17)).astype(np.float32), whole[:, :0], whole[:, 7:8],
+              whole[:, 20000:]]
+    got = _C.concat(pieces)
+    assert got.flags.c_contiguous and np.array_equal(got, np.concatenate(pieces, axis=1))
+    assert np.array_equal(_C.concat([whole[:, 9:]]), whole[:, 9:])
+    ops = NumpyOps()
+    mixed = [whole[:, :3].astype(np.float64), whole[:, 3:6]]
+    assert ops.concat(mixed).dtype == np.float64 and np.array_equal(ops.concat(mixed), whole[:, :6])
+    assert np.array_equal(ops.concat([whole[:, ::2], whole[:, 1:4]]), np.concatenate([whole[:, ::2], whole[:, 1:4]], 1))
+    with pytest.raises(ValueError, match="float32"):
+        _C.concat([whole, whole[:2]])
+    with pytest.raises(ValueError, match="no pieces"):
+        _C.concat([])
+
+
 @pytest.mark.parametrize("shapes", [((7, 5), (5, 9)), ((36, 6, 5), (36, 5, 4)), ((6, 5), (3, 5, 8)), ((1, 4), (4, 3))])
 def test_matmul_matches_numpy(shapes):
     rng = np.random.default_rng(5)

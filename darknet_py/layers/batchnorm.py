@@ -18,6 +18,8 @@ Darknet facts matched:
 Known darknet differences: with CUDNN, training normalizes with the biased (1/M) variance; the GPU
 non-cuDNN path (fast_variance_gpu) divides by M too. Only the CPU code divides by M-1, which is followed here.
 """
+import math
+
 import numpy as np
 
 from . import register
@@ -49,7 +51,7 @@ def layer_params(layer, owner, names, ops):
             raise DarknetError(f"{layer_label(layer)} needs '{name}' but {where} has none (batch_normalize "
                                f"differs or the .weights file skipped it): load complete weights or call init_weights")
         shape = tuple(shapes[name])
-        if int(np.prod(array.shape)) != int(np.prod(shape)):
+        if array.size != math.prod(shape):
             raise DarknetError(f"{layer_label(layer)} {name}: expected {shape} values, got an array of shape "
                                f"{tuple(array.shape)}")
         params[name] = ops.asarray(array).reshape(shape)

@@ -47,7 +47,7 @@ class GaussianYolo(AnchorHead):
         if net.train and net.truth is not None:
             raise DarknetError(f"{self.section.where()}: training a [Gaussian_yolo] head is not supported yet "
                                f"(darknet_py trains [yolo] and [region] heads); use it for detector test/map")
-        out = head_forward(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES, self.scale_x_y, net.ops.xp)
+        out = head_forward(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES, self.scale_x_y, net.ops)
         return out.reshape(out.shape[0], self.c, self.h, self.w)
 
     def backward(self, x, net):

@@ -82,7 +82,7 @@ class Route(Layer):
         for other, part, start in self._parts(net):
             src = other.output
             pieces.append(src.reshape(src.shape[0], -1)[:, start:start + part])
-        out = xp.concatenate(pieces, axis=1) if len(pieces) > 1 else xp.array(pieces[0], copy=True)
+        out = net.ops.concat(pieces)
         if out.shape[1] < self.outputs:
             out = xp.concatenate([out, xp.zeros((out.shape[0], self.outputs - out.shape[1]), dtype=out.dtype)], 1)
         return out.reshape(out.shape[0], self.out_c, self.out_h, self.out_w)

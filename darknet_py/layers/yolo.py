@@ -20,7 +20,7 @@ import numpy as np
 from . import register
 from .base import Layer
 from .batchnorm import image_input
-from ..activations import activate, activate_backward
+from ..activations import activate_backward
 from ..errors import DarknetError
 from ..yolo_loss import classes_multipliers, yolo_cost, yolo_delta
 
@@ -37,12 +37,14 @@ def xy_affine(scale_x_y, dtype):
     return dtype.type(alpha), dtype.type(-0.5 * (alpha - 1))
 
 
-def head_forward(x, logistic, scaled, scale_x_y, xp):
-    """Copy of x (batch, anchors, values, h, w) with the logistic on the value indexes `logistic` (a slice or a
-    list) and then x*alpha + beta on the indexes `scaled`."""
-    out = x.copy()
-    for sl in logistic:
-        out[:, :, sl] = activate(x[:, :, sl], "logistic", xp)
+def head_forward(x, logistic, scaled, scale_x_y, ops):
+    """Copy of x (batch, anchors, values, h, w) with the logistic on the value indexes `logistic` (slices) and
+    then x*alpha + beta on the indexes `scaled`."""
+    out = ops.xp.array(x, copy=True)
+    for image in out:
+        for anchor in image:
+            for sl in logistic:
+                ops.activate_(anchor[sl], "logistic")     # (values, h, w) of one anchor: contiguous
     alpha, beta = xy_affine(scale_x_y, x.dtype)
     for sl in scaled:
         out[:, :, sl] = out[:, :, sl] * alpha + beta
@@ -150,7 +152,7 @@ class Yolo(AnchorHead):
 
     def forward(self, x, net):
         logistic, scaled = self._planes()
-        out = head_forward(anchor_planes(self, x), logistic, scaled, self.scale_x_y, net.ops.xp)
+        out = head_forward(anchor_planes(self, x), logistic, scaled, self.scale_x_y, net.ops)
         self.loss_grad = None
         if net.train and net.truth is not None:
             self._loss(out, net.truth, net)
