@@ -1,7 +1,9 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "parallel.h"
@@ -130,11 +132,16 @@ struct Isa {
     const char* name;
 };
 
+// The widest instruction set the CPU has, at most the one named by DARKNET_PY_GEMM_ISA (avx2 or baseline: the
+// tests check every variant on one machine this way); other values are ignored. gemm_isa() tells the choice.
 Isa pick_isa() {
+    const char* wanted = std::getenv("DARKNET_PY_GEMM_ISA");
+    const std::string cap = wanted ? wanted : "";
+    const int limit = cap == "baseline" ? 0 : cap == "avx2" ? 1 : 2;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return {panels_avx512, "avx512f"};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {panels_avx2, "avx2"};
+    if (limit >= 2 && __builtin_cpu_supports("avx512f")) return {panels_avx512, "avx512f"};
+    if (limit >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {panels_avx2, "avx2"};
 #endif
     return {panels_baseline, "baseline"};
 }

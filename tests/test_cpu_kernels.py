@@ -1,5 +1,9 @@
 """The C++ inference kernels of darknet_py._C (fused per-channel affine + activation, depthwise convolution, max
 pooling) against independent NumPy references in float64."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -247,6 +251,34 @@ def test_gemm_matches_numpy(shape):
         np.testing.assert_allclose(result, np.where(z > 0, z, 0.1 * z), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="gemm"):
         _C.gemm(a, np.zeros((k + 1, n), np.float32))
+
+
+GEMM_ISAS = ["baseline", "avx2", "avx512f"]       # narrowest first
+# the tests that run the GEMM kernel: rerun with each narrower variant below
+GEMM_TESTS = "gemm or winograd or conv2d_affine or fused_path or thread_count"
+
+
+def test_gemm_isa_follows_its_environment_cap():
+    cap = os.environ.get("DARKNET_PY_GEMM_ISA")
+    if cap not in GEMM_ISAS:
+        pytest.skip("no DARKNET_PY_GEMM_ISA cap in this run")
+    assert GEMM_ISAS.index(_C.gemm_isa()) <= GEMM_ISAS.index(cap)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_narrower_gemm_variants_pass_the_kernel_tests(isa):
+    """The loader picks the widest GEMM variant the CPU has, so the plain run checks only that one; the others
+    (what a machine without AVX-512 runs) are checked here in a child pytest with the variant capped."""
+    if os.environ.get("DARKNET_PY_GEMM_ISA"):
+        pytest.skip("already inside a capped run")
+    if GEMM_ISAS.index(_C.gemm_isa()) <= GEMM_ISAS.index(isa):
+        pytest.skip(f"this CPU's GEMM runs {_C.gemm_isa()}: the plain run checks it")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           f"({GEMM_TESTS}) and not narrower"],
+                          env={**os.environ, "DARKNET_PY_GEMM_ISA": isa}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary    # the cap test ran and held
 
 
 def test_pack_rows_layout():
