@@ -197,24 +197,23 @@ PYBIND11_MODULE(_C, m) {
     m.attr("WINOGRAD_COLUMN_ALIGN") = darknet_py::WINOGRAD_COLUMN_ALIGN;
     m.def("gemm_isa", &darknet_py::gemm_isa, "the instruction set of the GEMM kernel (avx512f, avx2, baseline)");
 
-    m.def("pack_rows", [](py::array a) {
-        require_float32_contiguous(a, "a");
-        if (a.ndim() < 2) throw py::value_error("a must have shape (..., m, k)");
-        const int64_t rows = a.shape(a.ndim() - 2), k = a.shape(a.ndim() - 1);
-        const int64_t count = a.size() / std::max<int64_t>(1, rows * k), panels = darknet_py::packed_panels(rows);
-        std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim() - 2);
-        shape.insert(shape.end(), {panels, k, darknet_py::PACK_ROWS});
-        FloatArray packed(shape);
-        const float* src = static_cast<const float*>(a.data());
+    m.def("winograd_weights", [](py::array w, int64_t tile) {
+        require_float32_contiguous(w, "w");
+        if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
+        if (w.ndim() != 4 || w.shape(0) < 1 || w.shape(2) != 3 || w.shape(3) != 3)
+            throw py::value_error("w must have shape (filters, channels, 3, 3)");
+        const int64_t filters = w.shape(0), channels = w.shape(1);
+        FloatArray packed({(tile + 2) * (tile + 2), darknet_py::packed_panels(filters), channels,
+                           darknet_py::PACK_ROWS});
+        const float* src = static_cast<const float*>(w.data());
         float* dst = packed.mutable_data();
         {
             py::gil_scoped_release release;
-            for (int64_t i = 0; i < count; ++i)
-                darknet_py::pack_rows(src + i * rows * k, rows, k, k, dst + i * panels * k * darknet_py::PACK_ROWS);
+            darknet_py::winograd_weights(src, filters, channels, tile, dst);
         }
         return packed;
-    }, py::arg("a"), "matrices (..., m, k) packed for winograd_conv: (..., ceil(m / PACK_ROWS), k, PACK_ROWS), "
-       "rows past m zero");
+    }, py::arg("w"), py::arg("tile"), "G w G^T of 3x3 weights (filters, channels, 3, 3) packed for winograd_conv: "
+       "((tile+2)^2, ceil(filters / PACK_ROWS), channels, PACK_ROWS), rows past the filters zero");
 
     m.def("gemm", [](py::array a, py::array b, py::object scale, py::object shift, const std::string& name) {
         require_float32_contiguous(a, "a");
@@ -251,7 +250,7 @@ PYBIND11_MODULE(_C, m) {
         const int64_t panels = darknet_py::packed_panels(filters);
         if (filters < 1 || packed.ndim() != 4 || packed.shape(0) != points || packed.shape(1) != panels ||
             packed.shape(2) != channels || packed.shape(3) != darknet_py::PACK_ROWS)
-            throw py::value_error("packed must be pack_rows of the ((tile+2)^2, filters, channels) transformed weights");
+            throw py::value_error("packed must be winograd_weights(w, tile) of these filters and channels");
         const float* a = channel_vector(scale, filters, "scale");
         const float* b = channel_vector(shift, filters, "shift");
         Activation act = activation(name);
@@ -268,7 +267,7 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("x"), py::arg("packed"), py::arg("filters"), py::arg("pad"), py::arg("tile"),
        py::arg("scale") = py::none(), py::arg("shift") = py::none(), py::arg("activation") = "linear",
        "3x3 stride-1 convolution by Winograd F(tile x tile, 3x3) with the fused epilogue activation(y * scale + "
-       "shift); packed = pack_rows(G w G^T as ((tile+2)^2, filters, channels))");
+       "shift); packed = winograd_weights(w, tile)");
 
     m.def("release_workspace", [] { darknet_py::release_workspace(); },
           "free the calling thread's Winograd workspace (kept between calls; regrown when needed)");

@@ -158,16 +158,6 @@ int64_t part_columns(int64_t k) {
 
 }  // namespace
 
-void pack_rows(const float* a, int64_t m, int64_t k, int64_t lda, float* packed) {
-    for (int64_t panel = 0; panel < packed_panels(m); ++panel) {
-        float* out = packed + panel * PACK_ROWS * k;
-        for (int64_t r = 0; r < PACK_ROWS; ++r) {
-            const int64_t row = panel * PACK_ROWS + r;
-            for (int64_t p = 0; p < k; ++p) out[p * PACK_ROWS + r] = row < m ? a[row * lda + p] : 0.0f;
-        }
-    }
-}
-
 void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, const float* b, int64_t ldb,
                 int64_t column_begin, int64_t column_end, float* c, int64_t ldc) {
     if (panel_end > panel_begin && column_end > column_begin)

@@ -1,6 +1,6 @@
 // Single-precision GEMM for the inference convolutions: C = A B with A the weights (m x k), B the activations
 // (k x n) read in place, C (m x n) row-major. A is either row-major or packed in advance as PACK_ROWS-row panels
-// (pack_rows: Winograd's cached transformed weights). It runs on the kernels' own pool (csrc/parallel.cpp): no BLAS
+// (Winograd's cached transformed weights, csrc/winograd.h). It runs on the kernels' own pool (csrc/parallel.cpp): no BLAS
 // threads competing with it for the cores.
 #pragma once
 #include <cstdint>
@@ -16,10 +16,8 @@ constexpr int64_t PACK_ROWS = 8;
 
 inline int64_t packed_panels(int64_t m) { return (m + PACK_ROWS - 1) / PACK_ROWS; }
 
-// packed <- A (m x k, row stride lda), rows past m zero: packed_panels(m) * PACK_ROWS * k floats.
-void pack_rows(const float* a, int64_t m, int64_t k, int64_t lda, float* packed);
-
-// The left matrix: m x k, packed by pack_rows, or row-major with row stride lda.
+// The left matrix: m x k, row-major with row stride lda, or packed: packed_panels(m) panels, each k groups of
+// PACK_ROWS values (rows past m zero).
 struct LeftMatrix {
     const float* data;
     int64_t m, k, lda;

@@ -18,6 +18,9 @@ namespace {
 // F(4x4, 3x3): interpolation points 0, +-1, +-2 and infinity; 6-point tiles give 4 outputs.
 struct F4 {
     static constexpr int64_t M = 4, A = 6;
+    // the kernel transform G (u = G w G^T), rows by interpolation point
+    static constexpr double G[A][3] = {{1.0 / 4, 0, 0},         {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
     // t = B^T d along one axis: d[i * ds] for i < 6 -> t[i * ts]
     static DARKNET_PY_INLINE void input(const float* d, int64_t ds, float* t, int64_t ts) {
         const float d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds], d5 = d[5 * ds];
@@ -42,6 +45,7 @@ struct F4 {
 // tiles instead of 36 over very few (13x13: 49 tiles instead of 16).
 struct F2 {
     static constexpr int64_t M = 2, A = 4;
+    static constexpr double G[A][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
     static DARKNET_PY_INLINE void input(const float* d, int64_t ds, float* t, int64_t ts) {
         const float d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds];
         t[0] = d0 - d2;
@@ -99,6 +103,17 @@ DARKNET_PY_INLINE void output_tile_row(const float* __restrict m, int64_t stride
 #pragma omp simd
         for (int64_t tx = 0; tx < tiles_w; ++tx) T::output(c + tx, width, y + M * tx + j, width);
     }
+}
+
+// u[a * A + b] = (G w G^T)[a][b] for one 3x3 kernel w, in double: rounded to float once, at the end.
+template <class T>
+void kernel_transform(const float* w, double* u) {
+    constexpr int64_t A = T::A;
+    double gw[A][3];
+    for (int64_t a = 0; a < A; ++a)
+        for (int64_t l = 0; l < 3; ++l) gw[a][l] = T::G[a][0] * w[l] + T::G[a][1] * w[3 + l] + T::G[a][2] * w[6 + l];
+    for (int64_t a = 0; a < A; ++a)
+        for (int64_t b = 0; b < A; ++b) u[a * A + b] = gw[a][0] * T::G[b][0] + gw[a][1] * T::G[b][1] + gw[a][2] * T::G[b][2];
 }
 
 DARKNET_PY_SIMD_CLONES
@@ -194,6 +209,30 @@ void release_workspace() {
     std::free(workspace.data);
     workspace.data = nullptr;
     workspace.floats = 0;
+}
+
+void winograd_weights(const float* w, int64_t filters, int64_t channels, int64_t tile, float* packed) {
+    const int64_t points = (tile + 2) * (tile + 2), panels = packed_panels(filters);
+    const int64_t point_stride = panels * channels * PACK_ROWS;
+    // one (panel, channel) per step: PACK_ROWS kernels -> PACK_ROWS consecutive floats in each of the P matrices
+    parallel_for(panels * channels, [&](int64_t begin, int64_t end) {
+        double u[PACK_ROWS][36];
+        for (int64_t i = begin; i < end; ++i) {
+            const int64_t panel = i / channels, c = i % channels;
+            for (int64_t r = 0; r < PACK_ROWS; ++r) {
+                const int64_t f = panel * PACK_ROWS + r;
+                if (f >= filters) {
+                    std::fill(u[r], u[r] + points, 0.0);    // the panel's rows past the last filter
+                } else if (tile == 4) {
+                    kernel_transform<F4>(w + (f * channels + c) * 9, u[r]);
+                } else {
+                    kernel_transform<F2>(w + (f * channels + c) * 9, u[r]);
+                }
+            }
+            for (int64_t k = 0; k < points; ++k)
+                for (int64_t r = 0; r < PACK_ROWS; ++r) packed[k * point_stride + i * PACK_ROWS + r] = float(u[r][k]);
+        }
+    }, 64);
 }
 
 int64_t winograd_row_stride(int64_t tiles) { return (tiles + WINOGRAD_COLUMN_ALIGN - 1) / WINOGRAD_COLUMN_ALIGN *

@@ -16,9 +16,13 @@ constexpr int64_t WINOGRAD_COLUMN_ALIGN = 16;
 // Tiles rounded up to WINOGRAD_COLUMN_ALIGN: the row length of the transformed input and of the products.
 int64_t winograd_row_stride(int64_t tiles);
 
+// packed <- G w G^T of the weights w (filters, channels, 3, 3) as P = (tile+2)^2 matrices (filters x channels),
+// each packed for the GEMM (csrc/gemm.h) as PACK_ROWS-row panels, rows past `filters` zero:
+// packed[point][panel][channel][row], P * packed_panels(filters) * channels * PACK_ROWS floats. Computed in double.
+void winograd_weights(const float* w, int64_t filters, int64_t channels, int64_t tile, float* packed);
+
 // y (batch, filters, out_h, out_w) = act(conv3x3(x, w) * scale[f] + shift[f]) for x (batch, channels, h, w) zero-padded
-// by `pad`, out_h = h + 2*pad - 2 (likewise out_w). packed_weights: G w G^T as P matrices (filters x channels), each
-// packed by pack_rows (csrc/gemm.h). scale may be null (1); shift may be null (no affine map, no activation).
+// by `pad`, out_h = h + 2*pad - 2 (likewise out_w). packed_weights: as winograd_weights writes them. scale may be null (1); shift may be null (no affine map, no activation).
 // Uses P * (channels + filters rounded up to PACK_ROWS) * winograd_row_stride(tiles) floats of the calling thread's
 // workspace, which keeps the largest size used until release_workspace().
 

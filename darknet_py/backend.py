@@ -125,15 +125,6 @@ def _round_up(n, multiple):
     return -(-n // multiple) * multiple
 
 
-# Winograd kernel transforms G (csrc/winograd.cpp has B and A): F(4x4, 3x3) with interpolation points 0, +-1, +-2,
-# infinity; F(2x2, 3x3) with 0, +-1, infinity.
-WINOGRAD_G = {
-    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-                 [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
-    2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
-}
-
-
 WINOGRAD_TILE = {"winograd4": 4, "winograd2": 2}
 WINOGRAD_ENV = "DARKNET_PY_WINOGRAD"
 WINOGRAD_MODES = ("cached", "uncached", "off")
@@ -347,7 +338,6 @@ class NumpyOps:
     WINOGRAD_MIN_CHANNELS = 16
     WINOGRAD_TILES = (4, 2)           # the candidates, best first on a tie
     WINOGRAD_WEIGHT_COST = 8          # reading a transformed weight costs about as much as 8 multiply-adds
-    WINOGRAD_CHUNK_FLOATS = 1 << 18   # float64 transform temporaries, per block of filters
 
     def conv_path(self, c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
                   train, dtype=np.float32):
@@ -400,11 +390,9 @@ class NumpyOps:
         packed_filters = _round_up(filters, ext.PACK_ROWS)
         transforms = points * (c + packed_filters) * row * 4           # the transformed input and the products
         weights, transformed = filters * c * 9 * 4, points * packed_filters * c * 4
-        building = (self._winograd_block(filters, c, tile) * c * (9 + points) * 8 +     # float64 temporaries
-                    points * filters * c * 4)                                          # before packing
         width = tile * tiles_w
         per_thread = max((tile * tiles_h + 2) * (width + 2) + points * tiles_w, (points + tile) * width) * 4
-        scratch = transforms + building + ext.num_threads() * per_thread
+        scratch = transforms + ext.num_threads() * per_thread
         if self.winograd == "uncached":
             return path, 0, scratch + transformed
         return path, transformed + weights, scratch     # the check against the copy allocates nothing
@@ -415,23 +403,11 @@ class NumpyOps:
         tiles = -(-out_h // tile) * -(-out_w // tile)
         return (tile + 2) ** 2 * (_round_up(tiles, _kernels().WINOGRAD_COLUMN_ALIGN) + self.WINOGRAD_WEIGHT_COST)
 
-    def _winograd_block(self, filters, c, tile):
-        """Filters transformed at once: their float64 temporaries stay under WINOGRAD_CHUNK_FLOATS."""
-        return max(1, min(filters, self.WINOGRAD_CHUNK_FLOATS // (c * (tile + 2) ** 2)))
-
-    def _winograd_transform(self, w, tile):
-        """G w G^T as ((tile+2)^2, filters, channels), computed in float64 a block of filters at a time, as one
-        GEMM per block: kron(G, G) (P x 9) times the 3x3 kernels (9 x block*channels); returned packed for the
-        GEMM kernel (_C.pack_rows: (P, filter panels, channels, PACK_ROWS) float32)."""
-        g = WINOGRAD_G[tile]
-        gg = np.kron(g, g)       # row a*(tile+2) + b, column k*3 + l: G[a, k] * G[b, l]
-        filters, c = w.shape[:2]
-        out = np.empty(((tile + 2) ** 2, filters, c), dtype=np.float32)
-        step = self._winograd_block(filters, c, tile)
-        for f in range(0, filters, step):
-            kernels = w[f:f + step].reshape(-1, 9).astype(np.float64)
-            out[:, f:f + step] = (gg @ kernels.T).reshape(out.shape[0], -1, c)
-        return _kernels().pack_rows(out)
+    @staticmethod
+    def _winograd_transform(w, tile):
+        """G w G^T of the 3x3 weights, packed for the GEMM (_C.winograd_weights; C++, in double, on the kernels'
+        threads, straight into the result: no temporaries)."""
+        return _kernels().winograd_weights(np.ascontiguousarray(w, np.float32), tile)
 
     def _winograd_weights(self, w, tile):
         """The transformed weights; with self.winograd == "cached", kept per weights array and tile. The cache

@@ -281,15 +281,33 @@ def test_narrower_gemm_variants_pass_the_kernel_tests(isa):
     assert " passed" in summary and "skipped" not in summary, summary    # the cap test ran and held
 
 
-def test_pack_rows_layout():
-    a = np.arange(2 * 11 * 3, dtype=np.float32).reshape(2, 11, 3)     # two 11 x 3 matrices
-    packed = _C.pack_rows(a)
-    assert packed.shape == (2, 2, 3, _C.PACK_ROWS)
-    for i in range(2):
-        for panel in range(2):
-            rows = a[i, panel * _C.PACK_ROWS:(panel + 1) * _C.PACK_ROWS]            # the last panel: 3 rows
-            np.testing.assert_array_equal(packed[i, panel, :, :len(rows)], rows.T)
-            assert not packed[i, panel, :, len(rows):].any()                           # padding rows zero
+# Lavin & Gray's kernel transforms: F(4x4, 3x3) with points 0, +-1, +-2, infinity; F(2x2, 3x3) with 0, +-1, infinity
+KERNEL_TRANSFORM = {
+    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                 [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+    2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("filters", [1, 8, 11, 20])
+def test_winograd_weights_are_g_w_gt_packed_in_panels(tile, filters):
+    rng = np.random.default_rng([tile, filters])
+    w = rng.normal(size=(filters, 5, 3, 3)).astype(np.float32)
+    g = KERNEL_TRANSFORM[tile]
+    expected = np.einsum("ak,fckl,bl->abfc", g, w.astype(np.float64), g).reshape((tile + 2) ** 2, filters, 5)
+    packed = _C.winograd_weights(w, tile)
+    panels = -(-filters // _C.PACK_ROWS)
+    assert packed.shape == ((tile + 2) ** 2, panels, 5, _C.PACK_ROWS)
+    for panel in range(panels):
+        rows = expected[:, panel * _C.PACK_ROWS:(panel + 1) * _C.PACK_ROWS]       # (P, filters of the panel, c)
+        np.testing.assert_allclose(packed[:, panel, :, :rows.shape[1]], rows.transpose(0, 2, 1), rtol=1e-6,
+                                   atol=1e-7)
+        assert not packed[:, panel, :, rows.shape[1]:].any()                       # rows past the filters: zero
+    with pytest.raises(ValueError, match="3, 3"):
+        _C.winograd_weights(np.zeros((4, 2, 5, 5), np.float32), tile)
+    with pytest.raises(ValueError, match="tile"):
+        _C.winograd_weights(w, 3)
 
 
 def test_kernels_give_the_same_result_with_any_thread_count():
@@ -297,7 +315,7 @@ def test_kernels_give_the_same_result_with_any_thread_count():
     x = rng.normal(size=(2, 24, 17, 15)).astype(np.float32)
     w = rng.normal(size=(24, 1, 5, 5)).astype(np.float32)
     shift = rng.normal(size=24).astype(np.float32)
-    winograd_weights = NumpyOps()._winograd_transform(rng.normal(size=(20, 24, 3, 3)).astype(np.float32), 4)
+    winograd_weights = _C.winograd_weights(rng.normal(size=(20, 24, 3, 3)).astype(np.float32), 4)
     saved = _C.num_threads()
     results = []
     try:
