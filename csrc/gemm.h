@@ -1,7 +1,7 @@
 // Single-precision GEMM for the inference convolutions: C = A B with A the weights (m x k), B the activations
 // (k x n) read in place, C (m x n) row-major. A is either row-major or packed in advance as PACK_ROWS-row panels
-// (Winograd's cached transformed weights, csrc/winograd.h). It runs on the kernels' own pool (csrc/parallel.cpp): no BLAS
-// threads competing with it for the cores.
+// (Winograd's cached transformed weights, csrc/winograd.h). It runs on the kernels' own pool (csrc/parallel.cpp):
+// no BLAS threads competing with it for the cores.
 #pragma once
 #include <cstdint>
 #include <functional>

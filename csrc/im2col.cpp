@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "gemm.h"
-#include "parallel.h"
 #include "window.h"
 
 namespace darknet_py {
@@ -44,14 +43,6 @@ void fill_row(const float* image, const ConvGeometry& g, int64_t row, int64_t fi
 
 }  // namespace
 
-void im2col(const float* image, const ConvGeometry& g, float* columns) {
-    const int64_t cols = g.cols();
-    // every row is independent: parallel over rows
-    parallel_for(g.rows(), [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) fill_row(image, g, row, 0, cols, columns + row * cols);
-    }, 1 + 16384 / std::max<int64_t>(1, cols));
-}
-
 void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, const float* weights, int64_t filters,
                  const float* scale, const float* shift, Activation act, float* y) {
     const int64_t rows = g.rows(), cols = g.cols();
@@ -64,29 +55,6 @@ void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, cons
             return buffer;
         }, true, y + i * filters * cols, cols, scale, shift, act);
     }
-}
-
-void col2im(const float* columns, const ConvGeometry& g, float* image) {
-    const int64_t oh = g.out_h(), ow = g.out_w(), khw = g.kernel_h * g.kernel_w;
-    // rows of one channel write to the same plane: parallel over channels, serial inside
-    parallel_for(g.channels, [&](int64_t begin, int64_t end) {
-        for (int64_t c = begin; c < end; ++c) {
-            float* plane = image + c * g.height * g.width;
-            for (int64_t k = 0; k < khw; ++k) {
-                const int64_t kx = k % g.kernel_w, ky = k / g.kernel_w;
-                const float* in = columns + (c * khw + k) * oh * ow;
-                for (int64_t y = 0; y < oh; ++y) {
-                    const int64_t iy = y * g.stride_h - g.pad_h + ky * g.dilation_h;
-                    if (iy < 0 || iy >= g.height) continue;
-                    float* out_row = plane + iy * g.width;
-                    for (int64_t x = 0; x < ow; ++x) {
-                        const int64_t ix = x * g.stride_w - g.pad_w + kx * g.dilation_w;
-                        if (ix >= 0 && ix < g.width) out_row[ix] += in[y * ow + x];
-                    }
-                }
-            }
-        }
-    }, 1 + 16384 / std::max<int64_t>(1, khw * oh * ow));
 }
 
 }  // namespace darknet_py

@@ -1,4 +1,5 @@
-// im2col / col2im for one float32 NCHW image, darknet's layout: rows = channels*kh*kw, columns = out_h*out_w.
+// Convolution as im2col + GEMM for float32 NCHW images, darknet's column layout: rows = channels*kh*kw, columns =
+// out_h*out_w (the training path's im2col/col2im are NumPy, darknet_py/backend.py).
 #pragma once
 #include <cstdint>
 
@@ -15,17 +16,11 @@ struct ConvGeometry {
     int64_t cols() const { return out_h() * out_w(); }
 };
 
-// columns[rows, cols] = patches of image[channels, height, width]; zero outside the image.
-void im2col(const float* image, const ConvGeometry& g, float* columns);
-
 // y (batch, filters, out_h*out_w) = act((W @ columns) * scale[f] + shift[f]) for each image of images (batch,
 // channels, height, width), W the weights (filters x rows, row-major): the columns are built a slice at a time per
 // thread (never the whole matrix) and multiplied at once (csrc/gemm.h). scale may be null (1), shift null (no
 // affine map, no activation).
 void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, const float* weights, int64_t filters,
                  const float* scale, const float* shift, Activation act, float* y);
-
-// image[channels, height, width] += the patches in columns (the adjoint of im2col).
-void col2im(const float* columns, const ConvGeometry& g, float* image);
 
 }  // namespace darknet_py

@@ -19,8 +19,12 @@ namespace {
 struct F4 {
     static constexpr int64_t M = 4, A = 6;
     // the kernel transform G (u = G w G^T), rows by interpolation point
-    static constexpr double G[A][3] = {{1.0 / 4, 0, 0},         {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                       {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    static constexpr double G[A][3] = {{1.0 / 4, 0, 0},
+                                       {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                       {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                       {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                       {0, 0, 1}};
     // t = B^T d along one axis: d[i * ds] for i < 6 -> t[i * ts]
     static DARKNET_PY_INLINE void input(const float* d, int64_t ds, float* t, int64_t ts) {
         const float d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds], d5 = d[5 * ds];
@@ -113,7 +117,8 @@ void kernel_transform(const float* w, double* u) {
     for (int64_t a = 0; a < A; ++a)
         for (int64_t l = 0; l < 3; ++l) gw[a][l] = T::G[a][0] * w[l] + T::G[a][1] * w[3 + l] + T::G[a][2] * w[6 + l];
     for (int64_t a = 0; a < A; ++a)
-        for (int64_t b = 0; b < A; ++b) u[a * A + b] = gw[a][0] * T::G[b][0] + gw[a][1] * T::G[b][1] + gw[a][2] * T::G[b][2];
+        for (int64_t b = 0; b < A; ++b)
+            u[a * A + b] = gw[a][0] * T::G[b][0] + gw[a][1] * T::G[b][1] + gw[a][2] * T::G[b][2];
 }
 
 DARKNET_PY_SIMD_CLONES

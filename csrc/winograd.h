@@ -22,7 +22,8 @@ int64_t winograd_row_stride(int64_t tiles);
 void winograd_weights(const float* w, int64_t filters, int64_t channels, int64_t tile, float* packed);
 
 // y (batch, filters, out_h, out_w) = act(conv3x3(x, w) * scale[f] + shift[f]) for x (batch, channels, h, w) zero-padded
-// by `pad`, out_h = h + 2*pad - 2 (likewise out_w). packed_weights: as winograd_weights writes them. scale may be null (1); shift may be null (no affine map, no activation).
+// by `pad`, out_h = h + 2*pad - 2 (likewise out_w). packed_weights: as winograd_weights writes them. scale may be
+// null (1); shift may be null (no affine map, no activation).
 // Uses P * (channels + filters rounded up to PACK_ROWS) * winograd_row_stride(tiles) floats of the calling thread's
 // workspace, which keeps the largest size used until release_workspace().
 

@@ -75,7 +75,7 @@ class _Geometry:
 
     @property
     def ext_matches_C(self):
-        """Whether darknet_py._C's symmetric-padding geometry gives exactly this output size."""
+        """Whether darknet_py._C's symmetric-padding geometry (im2col_gemm) gives exactly this output size."""
         eff = (self.k - 1) * self.d + 1
         return ((self.h + 2 * self.off - eff) // self.sy + 1 == self.out_h and
                 (self.w + 2 * self.off - eff) // self.sx + 1 == self.out_w and
@@ -153,13 +153,11 @@ def _kernels():
 
 
 class NumpyOps:
-    """CPU backend: NumPy with BLAS GEMMs, and the C++ kernels of darknet_py._C where NumPy is slow."""
+    """CPU backend: inference on the C++ kernels of darknet_py._C (own GEMM, Winograd, depthwise, pooling,
+    fused activations); training and float64 on NumPy with BLAS GEMMs."""
 
     name = "cpu"
     xp = np
-    # darknet_py._C's im2col/col2im (float32 only). Off by default: on the machines measured, NumPy's strided
-    # copies were about as fast (3x3 stride-2 layers of yolov4-tiny: within the noise of a shared 2-core VM).
-    use_extension = False
 
     def __init__(self, dtype=np.float32):
         self.dtype = np.dtype(dtype)   # float64 only for finite-difference gradient checks
@@ -178,19 +176,9 @@ class NumpyOps:
         return x
 
     # -- convolution ----------------------------------------------------------------------------------
-    def _ext(self, dtype):
-        if not self.use_extension or dtype != np.float32:
-            return None
-        return _kernels()
-
     def im2col(self, img, g, out=None):
         """img (c, h, w) -> columns (c*size*size, out_h*out_w), darknet's row order (channel, ky, kx)."""
         c, k = img.shape[0], g.k
-        ext = self._ext(img.dtype)
-        if ext is not None:
-            if g.ext_matches_C:
-                return ext.im2col(np.ascontiguousarray(img), k, k, g.sy, g.sx, g.off, g.off, g.d, g.d)
-            return ext.im2col(np.ascontiguousarray(g.pad(np, img)), k, k, g.sy, g.sx, 0, 0, g.d, g.d)
         padded = g.pad(np, img)
         if out is None or out.size != c * k * k * g.out_h * g.out_w:
             out = np.empty((c * k * k, g.out_h * g.out_w), dtype=img.dtype)
@@ -205,13 +193,6 @@ class NumpyOps:
     def col2im(self, cols, c, g):
         """The adjoint of im2col: columns (c*size*size, out_h*out_w) summed back onto an image (c, h, w)."""
         k = g.k
-        ext = self._ext(cols.dtype)
-        if ext is not None:
-            cols = np.ascontiguousarray(cols)
-            if g.ext_matches_C:
-                return ext.col2im(cols, c, g.h, g.w, k, k, g.sy, g.sx, g.off, g.off, g.d, g.d)
-            padded = ext.col2im(cols, c, g.ext_h, g.ext_w, k, k, g.sy, g.sx, 0, 0, g.d, g.d)
-            return g.unpad(np, padded)
         padded = np.zeros((c, g.ext_h, g.ext_w), dtype=cols.dtype)
         view = cols.reshape(c, k, k, g.out_h, g.out_w)
         for ky in range(k):

@@ -277,25 +277,6 @@ def test_conv2d_backward_is_the_adjoint(geometry):
     np.testing.assert_allclose(np.sum(ops.conv2d(x, vw, sx, sy, padding, dilation, groups) * dy), np.sum(dw * vw))
 
 
-def test_extension_im2col_agrees_with_numpy():
-    from darknet_py._ext import _C
-    if _C is None:
-        pytest.skip("darknet_py._C is not built")
-    rng = np.random.default_rng(7)
-    numpy_ops, ext_ops = NumpyOps(), NumpyOps()
-    ext_ops.use_extension = True
-    for c, h, w, filters, size, sx, sy, padding, dilation, groups in GEOMETRIES:
-        x = rng.normal(size=(2, c, h, w)).astype(np.float32)
-        weights = rng.normal(size=(filters, c // groups, size, size)).astype(np.float32)
-        a = numpy_ops.conv2d(x, weights, sx, sy, padding, dilation, groups)
-        b = ext_ops.conv2d(x, weights, sx, sy, padding, dilation, groups)
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-        dy = rng.normal(size=a.shape).astype(np.float32)
-        for u, v in zip(numpy_ops.conv2d_backward(x, weights, dy, sx, sy, padding, dilation, groups),
-                        ext_ops.conv2d_backward(x, weights, dy, sx, sy, padding, dilation, groups)):
-            np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
-
-
 # -- layers: forward ------------------------------------------------------------------------------------------
 def test_conv_layer_forward_bias_and_activation(tmp_path):
     net = float64_net(tmp_path, net_cfg(6, 5, 3, conv(filters=4, stride_x=2, stride_y=1, activation="leaky")))

@@ -1,4 +1,5 @@
-"""The native extensions against NumPy references: _C's im2col/col2im, _cuda's activation kernel."""
+"""The native extensions against NumPy references: _C's im2col columns (inside im2col_gemm), _cuda's activation
+kernel."""
 import subprocess
 import sys
 
@@ -29,10 +30,9 @@ def reference_im2col(image, kh, kw, sh, sw, ph, pw, dh, dw):
     return cols
 
 
-GEOMETRIES = [  # c, h, w, kh, kw, sh, sw, ph, pw, dh, dw
-    (3, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1), (4, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1), (2, 9, 7, 3, 3, 1, 1, 2, 2, 2, 2),
-    (5, 6, 10, 1, 3, 1, 2, 0, 1, 1, 1), (1, 5, 5, 5, 5, 1, 1, 2, 2, 1, 1), (3, 11, 6, 2, 4, 3, 1, 0, 2, 1, 2),
-    (2, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1), (1, 4, 4, 3, 3, 2, 2, 3, 3, 1, 1),
+GEOMETRIES = [  # c, h, w, k, stride_h, stride_w, pad, dilation
+    (3, 7, 9, 3, 1, 1, 1, 1), (4, 8, 8, 3, 2, 2, 1, 1), (2, 9, 7, 3, 1, 1, 2, 2), (5, 6, 10, 1, 1, 2, 1, 1),
+    (1, 5, 5, 5, 1, 1, 2, 1), (3, 11, 6, 4, 3, 1, 2, 2), (2, 1, 1, 1, 1, 1, 0, 1), (1, 4, 4, 3, 2, 2, 3, 1),
 ]
 
 
@@ -40,52 +40,47 @@ def random_geometry(rng):
     """A random geometry whose (dilated) kernel fits the padded image."""
     while True:
         c, h, w = rng.integers(1, 5), rng.integers(1, 13), rng.integers(1, 13)
-        kh, kw, sh, sw, dh, dw = rng.integers(1, 5), rng.integers(1, 5), *rng.integers(1, 4, 2), *rng.integers(1, 3, 2)
-        ph, pw = rng.integers(0, 4, 2)
-        if h + 2 * ph >= dh * (kh - 1) + 1 and w + 2 * pw >= dw * (kw - 1) + 1:
-            return tuple(int(v) for v in (c, h, w, kh, kw, sh, sw, ph, pw, dh, dw))
+        k, sh, sw, pad, d = rng.integers(1, 5), *rng.integers(1, 4, 2), rng.integers(0, 4), rng.integers(1, 3)
+        if min(h, w) + 2 * pad >= d * (k - 1) + 1:
+            return tuple(int(v) for v in (c, h, w, k, sh, sw, pad, d))
 
 
 RANDOM_GEOMETRIES = [random_geometry(np.random.default_rng(seed)) for seed in range(40)]
 
 
 @pytest.mark.parametrize("g", GEOMETRIES + RANDOM_GEOMETRIES)
-def test_im2col_matches_numpy_and_col2im_is_its_adjoint(g):
+def test_im2col_columns_match_explicit_loops(g):
+    """im2col_gemm with the identity as weights returns its im2col columns, exactly (each output is one input
+    times 1 plus zeros): every row (channel, ky, kx) and every column, padding and both images of a batch."""
     rng = np.random.default_rng(list(g))
-    c, h, w, *k = g
-    image = rng.normal(size=(c, h, w)).astype(np.float32)
-    cols = _ext._C.im2col(image, *k)
-    np.testing.assert_array_equal(cols, reference_im2col(image, *k))
-    # col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)>
-    other = rng.normal(size=cols.shape).astype(np.float32)
-    back = _ext._C.col2im(other, c, h, w, *k)
-    assert back.shape == image.shape and back.dtype == np.float32
-    lhs = float(np.sum(cols.astype(np.float64) * other))
-    rhs = float(np.sum(image.astype(np.float64) * back))
-    assert lhs == pytest.approx(rhs, rel=1e-5, abs=1e-4)
-
-
-def test_col2im_accumulates_overlapping_patches():
-    # 3x3, stride 1, pad 1 over a 3x3 image: the centre pixel is read by all 9 output positions
-    ones = np.ones((9, 9), np.float32)
-    image = _ext._C.col2im(ones, 1, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1)
-    np.testing.assert_array_equal(image[0], [[4, 6, 4], [6, 9, 6], [4, 6, 4]])
+    c, h, w, k, sh, sw, pad, d = g
+    images = rng.normal(size=(2, c, h, w)).astype(np.float32)
+    rows = c * k * k
+    identity = np.eye(rows, dtype=np.float32).reshape(rows, c, k, k)
+    got = _ext._C.im2col_gemm(images, identity, sh, sw, pad, d)
+    for image, columns in zip(images, got):
+        np.testing.assert_array_equal(columns.reshape(rows, -1), reference_im2col(image, k, k, sh, sw, pad, pad, d, d))
 
 
 def test_num_threads_is_a_positive_int():
     assert isinstance(_ext._C.num_threads(), int) and _ext._C.num_threads() >= 1
 
 
+def _im2col_gemm(x, weights=None, stride=1, pad=1, dilation=1):
+    weights = np.ones((2, x.shape[1] if x.ndim == 4 else 1, 3, 3), np.float32) if weights is None else weights
+    return _ext._C.im2col_gemm(x, weights, stride, stride, pad, dilation)
+
+
 @pytest.mark.parametrize("call, message", [
-    (lambda: _ext._C.im2col(np.zeros((1, 4, 4), np.float64), 3, 3, 1, 1, 1, 1, 1, 1), "float32"),
-    (lambda: _ext._C.im2col(np.zeros((1, 4, 8), np.float32)[:, :, ::2], 3, 3, 1, 1, 1, 1, 1, 1), "C-contiguous"),
-    (lambda: _ext._C.im2col(np.zeros((4, 4), np.float32), 3, 3, 1, 1, 1, 1, 1, 1), "shape"),
-    (lambda: _ext._C.im2col(np.zeros((1, 2, 2), np.float32), 5, 5, 1, 1, 0, 0, 1, 1), "does not fit"),
-    (lambda: _ext._C.im2col(np.zeros((1, 4, 4), np.float32), 3, 3, 0, 1, 1, 1, 1, 1), ">= 1"),
-    (lambda: _ext._C.im2col(np.zeros((1, 4, 4), np.float32), 3, 3, 1, 1, -1, 1, 1, 1), "padding"),
-    (lambda: _ext._C.im2col(np.zeros((0, 4, 4), np.float32), 3, 3, 1, 1, 1, 1, 1, 1), ">= 1"),
-    (lambda: _ext._C.col2im(np.zeros((3, 3), np.float32), 1, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1), "columns must have shape"),
-    (lambda: _ext._C.col2im(np.zeros((9, 16), np.int32), 1, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1), "float32"),
+    (lambda: _im2col_gemm(np.zeros((1, 1, 4, 4), np.float64)), "float32"),
+    (lambda: _im2col_gemm(np.zeros((1, 1, 4, 8), np.float32)[..., ::2]), "C-contiguous"),
+    (lambda: _im2col_gemm(np.zeros((4, 4), np.float32)), "shape"),
+    (lambda: _im2col_gemm(np.zeros((1, 1, 2, 2), np.float32), np.ones((2, 1, 5, 5), np.float32), pad=0),
+     "does not fit"),
+    (lambda: _im2col_gemm(np.zeros((1, 1, 4, 4), np.float32), stride=0), ">= 1"),
+    (lambda: _im2col_gemm(np.zeros((1, 1, 4, 4), np.float32), pad=-1), "padding"),
+    (lambda: _im2col_gemm(np.zeros((1, 0, 4, 4), np.float32)), ">= 1"),
+    (lambda: _im2col_gemm(np.zeros((1, 2, 4, 4), np.float32), np.ones((2, 3, 3, 3), np.float32)), "weights"),
 ])
 def test_bad_input_is_a_value_error(call, message):
     with pytest.raises(ValueError, match=message):
