@@ -38,7 +38,6 @@ static void require_float32_contiguous(const py::array& a, const char* what) {
         throw py::value_error(std::string(what) + " must be a C-contiguous float32 array");
 }
 
-
 static Activation activation(const std::string& name) {
     Activation act;
     if (!darknet_py::activation_from_name(name, &act))
@@ -54,6 +53,21 @@ static const float* channel_vector(const py::object& v, int64_t channels, const 
     if (a.size() != channels)
         throw py::value_error(std::string(what) + " must have one value per channel (" + std::to_string(channels) + ")");
     return static_cast<const float*>(a.data());
+}
+
+// The fused epilogue activation(y * scale + shift): without a shift the kernels apply none, so a scale or an
+// activation given without one is refused rather than ignored.
+struct Epilogue {
+    const float* scale;
+    const float* shift;
+    Activation act;
+};
+
+static Epilogue epilogue(const py::object& scale, const py::object& shift, const std::string& name, int64_t channels) {
+    Epilogue e{channel_vector(scale, channels, "scale"), channel_vector(shift, channels, "shift"), activation(name)};
+    if (!e.shift && (e.scale || name != "linear"))
+        throw py::value_error("a scale or an activation needs a shift (use zeros for none)");
+    return e;
 }
 
 static void require_nchw(const py::array& x, const char* what) {
@@ -73,15 +87,13 @@ PYBIND11_MODULE(_C, m) {
     m.def("im2col_gemm", [](py::array x, py::array weights, int64_t stride_h, int64_t stride_w, int64_t pad,
                             int64_t dilation, py::object scale, py::object shift, const std::string& name) {
         require_nchw(x, "x");
-        require_nchw(weights, "weights");
+        require_float32_contiguous(weights, "weights");
+        if (weights.ndim() != 4 || weights.shape(1) != x.shape(1) || weights.shape(3) != weights.shape(2))
+            throw py::value_error("im2col_gemm: weights must have shape (filters, channels, size, size)");
         const int64_t filters = weights.shape(0), size = weights.shape(2);
         ConvGeometry g = geometry(x.shape(1), x.shape(2), x.shape(3), size, size, stride_h, stride_w, pad, pad,
                                   dilation, dilation);
-        if (weights.shape(1) != x.shape(1) || weights.shape(3) != size)
-            throw py::value_error("weights must have shape (filters, channels, size, size)");
-        const float* a = channel_vector(scale, filters, "scale");
-        const float* b = channel_vector(shift, filters, "shift");
-        Activation act = activation(name);
+        const Epilogue e = epilogue(scale, shift, name, filters);
         const int64_t batch = x.shape(0);
         FloatArray y({batch, filters, g.out_h(), g.out_w()});
         const float* src = static_cast<const float*>(x.data());
@@ -89,7 +101,7 @@ PYBIND11_MODULE(_C, m) {
         float* dst = y.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::im2col_gemm(src, batch, g, w, filters, a, b, act, dst);
+            darknet_py::im2col_gemm(src, batch, g, w, filters, e.scale, e.shift, e.act, dst);
         }
         return y;
     }, py::arg("x"), py::arg("weights"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad"),
@@ -125,16 +137,14 @@ PYBIND11_MODULE(_C, m) {
             weights.shape(2) != weights.shape(3))
             throw py::value_error("weights must have shape (channels, 1, k, k)");
         WindowGeometry g = window(x, weights.shape(2), stride_h, stride_w, offset, dilation, out_h, out_w);
-        const float* a = channel_vector(scale, channels, "scale");
-        const float* b = channel_vector(shift, channels, "shift");
-        Activation act = activation(name);
+        const Epilogue e = epilogue(scale, shift, name, channels);
         FloatArray y({batch, channels, out_h, out_w});
         const float* src = static_cast<const float*>(x.data());
         const float* w = static_cast<const float*>(weights.data());
         float* dst = y.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::depthwise_conv2d(src, w, dst, batch, channels, g, a, b, act);
+            darknet_py::depthwise_conv2d(src, w, dst, batch, channels, g, e.scale, e.shift, e.act);
         }
         return y;
     }, py::arg("x"), py::arg("weights"), py::arg("stride_h"), py::arg("stride_w"), py::arg("offset"),
@@ -164,8 +174,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("winograd_weights", [](py::array w, int64_t tile) {
         require_float32_contiguous(w, "w");
         if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
-        if (w.ndim() != 4 || w.shape(0) < 1 || w.shape(2) != 3 || w.shape(3) != 3)
-            throw py::value_error("w must have shape (filters, channels, 3, 3)");
+        if (w.ndim() != 4 || w.shape(0) < 1 || w.shape(1) < 1 || w.shape(2) != 3 || w.shape(3) != 3)
+            throw py::value_error("w must have shape (filters, channels, 3, 3), filters and channels >= 1");
         const int64_t filters = w.shape(0), channels = w.shape(1);
         FloatArray packed({(tile + 2) * (tile + 2), darknet_py::packed_panels(filters), channels,
                            darknet_py::PACK_ROWS});
@@ -186,9 +196,7 @@ PYBIND11_MODULE(_C, m) {
         if (a.ndim() != 2 || (b.ndim() != 2 && !batched) || a.shape(1) != b.shape(b.ndim() - 2) || a.shape(0) < 1)
             throw py::value_error("gemm: a must be (m, k) and b (k, n) or (batch, k, n)");
         const int64_t rows = a.shape(0), k = a.shape(1), batch = batched ? b.shape(0) : 1, n = b.shape(b.ndim() - 1);
-        const float* alpha = channel_vector(scale, rows, "scale");
-        const float* beta = channel_vector(shift, rows, "shift");
-        Activation act = activation(name);
+        const Epilogue e = epilogue(scale, shift, name, rows);
         FloatArray y(batched ? std::vector<py::ssize_t>{batch, rows, n} : std::vector<py::ssize_t>{rows, n});
         const darknet_py::LeftMatrix left{static_cast<const float*>(a.data()), rows, k, k, false};
         const float* src = static_cast<const float*>(b.data());
@@ -196,7 +204,7 @@ PYBIND11_MODULE(_C, m) {
         {
             py::gil_scoped_release release;
             for (int64_t i = 0; i < batch; ++i)
-                darknet_py::gemm(left, src + i * k * n, n, n, dst + i * rows * n, n, alpha, beta, act);
+                darknet_py::gemm(left, src + i * k * n, n, n, dst + i * rows * n, n, e.scale, e.shift, e.act);
         }
         return y;
     }, py::arg("a"), py::arg("b"), py::arg("scale") = py::none(), py::arg("shift") = py::none(),
@@ -209,15 +217,14 @@ PYBIND11_MODULE(_C, m) {
         require_float32_contiguous(packed, "packed");
         if (tile != 2 && tile != 4) throw py::value_error("tile must be 2 or 4");
         const int64_t batch = x.shape(0), channels = x.shape(1), points = (tile + 2) * (tile + 2);
+        if (channels < 1) throw py::value_error("x must have at least one channel");
         const int64_t out_h = x.shape(2) + 2 * pad - 2, out_w = x.shape(3) + 2 * pad - 2;
         if (pad < 0 || out_h < 1 || out_w < 1) throw py::value_error("pad must be >= 0 and the output not empty");
         const int64_t panels = darknet_py::packed_panels(filters);
         if (filters < 1 || packed.ndim() != 4 || packed.shape(0) != points || packed.shape(1) != panels ||
             packed.shape(2) != channels || packed.shape(3) != darknet_py::PACK_ROWS)
             throw py::value_error("packed must be winograd_weights(w, tile) of these filters and channels");
-        const float* a = channel_vector(scale, filters, "scale");
-        const float* b = channel_vector(shift, filters, "shift");
-        Activation act = activation(name);
+        const Epilogue e = epilogue(scale, shift, name, filters);
         FloatArray y({batch, filters, out_h, out_w});
         const float* src = static_cast<const float*>(x.data());
         const float* weights = static_cast<const float*>(packed.data());
@@ -225,7 +232,7 @@ PYBIND11_MODULE(_C, m) {
         {
             py::gil_scoped_release release;
             darknet_py::winograd_convolution(src, batch, channels, x.shape(2), x.shape(3), pad, tile, weights, filters,
-                                             out_h, out_w, a, b, act, dst);
+                                             out_h, out_w, e.scale, e.shift, e.act, dst);
         }
         return y;
     }, py::arg("x"), py::arg("packed"), py::arg("filters"), py::arg("pad"), py::arg("tile"),
@@ -242,17 +249,19 @@ PYBIND11_MODULE(_C, m) {
         int64_t width = 0;
         for (const py::array& p : pieces) {
             if (!py::isinstance<py::array_t<float>>(p) || p.ndim() != 2 || p.shape(0) != batch ||
-                (p.shape(1) > 1 && p.strides(1) != sizeof(float)))
+                (p.size() > 0 && p.shape(1) > 1 && p.strides(1) != sizeof(float)))
                 throw py::value_error("concat: pieces must be float32 (batch, n) arrays with contiguous rows");
             width += p.shape(1);
         }
         FloatArray out({batch, width});
         std::vector<darknet_py::ByteCopy> copies;
+        float* rows = out.mutable_data();
         for (int64_t b = 0; b < batch; ++b) {
             int64_t offset = 0;
             for (const py::array& p : pieces) {
+                if (p.shape(1) == 0) continue;   // no bytes (and, in NumPy, possibly no strides)
                 const auto* row = static_cast<const unsigned char*>(p.data()) + b * p.strides(0);
-                copies.push_back({row, out.mutable_data(b, offset), int64_t(p.shape(1) * sizeof(float))});
+                copies.push_back({row, rows + b * width + offset, int64_t(p.shape(1) * sizeof(float))});
                 offset += p.shape(1);
             }
         }
@@ -267,7 +276,7 @@ PYBIND11_MODULE(_C, m) {
     m.def("same_bytes", [](py::array a, py::array b) {
         if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style))
             throw py::value_error("same_bytes: both arrays must be C-contiguous");
-        if (!a.dtype().is(b.dtype()) || a.ndim() != b.ndim() ||
+        if (!a.dtype().equal(b.dtype()) || a.ndim() != b.ndim() ||
             !std::equal(a.shape(), a.shape() + a.ndim(), b.shape()))
             return false;
         const int64_t bytes = int64_t(a.nbytes());

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -24,12 +25,19 @@ struct Job {
     std::atomic<int64_t> next{0}, finished{0};
     std::mutex mutex;
     std::condition_variable all_finished;
+    std::exception_ptr error;   // the first exception a chunk threw (mutex held), rethrown to the caller
 };
 
-// Runs the job's unclaimed chunks; returns when none is left to claim.
+// Runs the job's unclaimed chunks; returns when none is left to claim. Never throws: an exception (bad_alloc in
+// a kernel's buffer) would end a worker thread, and with it the process.
 void run_chunks(Job& job) {
     for (int64_t i; (i = job.next.fetch_add(1)) < job.chunks;) {
-        (*job.body)(job.n * i / job.chunks, job.n * (i + 1) / job.chunks);
+        try {
+            (*job.body)(job.n * i / job.chunks, job.n * (i + 1) / job.chunks);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(job.mutex);
+            if (!job.error) job.error = std::current_exception();
+        }
         if (job.finished.fetch_add(1) + 1 == job.chunks) {
             std::lock_guard<std::mutex> lock(job.mutex);
             job.all_finished.notify_one();
@@ -97,8 +105,11 @@ class Pool {
             }
             if (++long_waits_ >= CONTENDED_WAITS) serial_until_.store(done + SERIAL_PERIOD_NS);
         }
-        std::lock_guard<std::mutex> lock(mutex_);
-        job_.reset();   // a worker that wakes late finds no job
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_.reset();   // a worker that wakes late finds no job
+        }
+        if (job->error) std::rethrow_exception(job->error);
     }
 
   private:

@@ -246,6 +246,7 @@ int64_t winograd_row_stride(int64_t tiles) { return (tiles + WINOGRAD_COLUMN_ALI
 void winograd_convolution(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
                           int64_t tile, const float* packed_weights, int64_t filters, int64_t out_h, int64_t out_w,
                           const float* scale, const float* shift, Activation act, float* y) {
+    if (batch == 0) return;
     const int64_t points = (tile + 2) * (tile + 2);
     const int64_t tiles_h = (out_h + tile - 1) / tile, tiles_w = (out_w + tile - 1) / tile;
     const int64_t tiles = batch * tiles_h * tiles_w, row_stride = winograd_row_stride(tiles);

@@ -145,6 +145,11 @@ def _fused_activations(ext):
     return frozenset(ext.fused_activations())
 
 
+def _float32(a):
+    """A C-contiguous float32 array for the C++ kernels (None stays None), whatever the ops dtype."""
+    return None if a is None else np.ascontiguousarray(a, np.float32)
+
+
 def _kernels():
     """darknet_py._C, imported on first use: without it `import darknet_py` still works, and the first kernel
     call raises DarknetBuildError, which the CLI prints as one line."""
@@ -247,7 +252,7 @@ class NumpyOps:
         must not be needed afterwards; returns the result (z itself, or a new array)."""
         ext = self._fused(z.dtype, activation)
         if ext is not None and z.flags.c_contiguous:
-            ext.affine_activate(z, None if scale is None else self.asarray(scale), self.asarray(shift), activation)
+            ext.affine_activate(z, _float32(scale), _float32(shift), activation)
             return z
         per_channel = (1, -1) + (1,) * (z.ndim - 2)
         if scale is not None:
@@ -258,7 +263,7 @@ class NumpyOps:
     def concat(self, pieces):
         """np.concatenate(pieces, axis=1) of (batch, n_i) arrays; float32 pieces with contiguous rows are copied on
         the kernels' threads."""
-        if all(p.dtype == np.float32 and (p.shape[1] <= 1 or p.strides[1] == 4) for p in pieces):
+        if all(p.dtype == np.float32 and (p.size == 0 or p.shape[1] <= 1 or p.strides[1] == 4) for p in pieces):
             return _kernels().concat(pieces)
         return np.concatenate(pieces, axis=1)
 
@@ -280,10 +285,8 @@ class NumpyOps:
         path = self.conv_path(c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
                               False, x.dtype)
         if path == "depthwise":
-            return _kernels().depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), stride_y, stride_x,
-                                               pad * dilation, dilation, out_h, out_w,
-                                               None if scale is None else self.asarray(scale), self.asarray(shift),
-                                               activation)
+            return _kernels().depthwise_conv2d(_float32(x), _float32(w), stride_y, stride_x, pad * dilation,
+                                               dilation, out_h, out_w, _float32(scale), _float32(shift), activation)
         if path.startswith("winograd"):
             return self._winograd_conv(x, w, scale, shift, activation, pad, WINOGRAD_TILE[path])
         if path in ("pointwise", "im2col") and groups == 1 and self._fused(x.dtype, activation) is not None:
@@ -297,17 +300,15 @@ class NumpyOps:
         kernels' threads (no BLAS threads competing with them); im2col columns are built a slice at a time."""
         ext = _kernels()
         batch, filters = x.shape[0], w.shape[0]
-        w = self.asarray(w)
-        scale = None if scale is None else self.asarray(scale)
-        shift = self.asarray(shift)
+        w, scale, shift = _float32(w), _float32(scale), _float32(shift)
         if path == "pointwise":
             xs = x if g.sx == g.sy == 1 else x[:, :, ::g.sy, ::g.sx]
             columns = np.ascontiguousarray(xs).reshape(batch, x.shape[1], g.out_h * g.out_w)
             out = ext.gemm(w.reshape(filters, -1), columns, scale, shift, activation)
             return out.reshape(batch, filters, g.out_h, g.out_w)
         if g.ext_matches_C:
-            return ext.im2col_gemm(self.asarray(x), w, g.sy, g.sx, g.off, g.d, scale, shift, activation)
-        return ext.im2col_gemm(self.asarray(g.pad(np, x)), w, g.sy, g.sx, 0, g.d, scale, shift, activation)
+            return ext.im2col_gemm(_float32(x), w, g.sy, g.sx, g.off, g.d, scale, shift, activation)
+        return ext.im2col_gemm(_float32(g.pad(np, x)), w, g.sy, g.sx, 0, g.d, scale, shift, activation)
 
     # Winograd (csrc/winograd.cpp) for inference 3x3 stride-1 convolutions: P GEMMs of (filters x channels) @
     # (channels x tiles) replace one of (filters x 9*channels) @ (9*channels x pixels), F(4x4, 3x3) (P = 36, 4x
@@ -388,7 +389,7 @@ class NumpyOps:
     def _winograd_transform(w, tile):
         """G w G^T of the 3x3 weights, packed for the GEMM (_C.winograd_weights; C++, in double, on the kernels'
         threads, straight into the result: no temporaries)."""
-        return _kernels().winograd_weights(np.ascontiguousarray(w, np.float32), tile)
+        return _kernels().winograd_weights(_float32(w), tile)
 
     def _winograd_weights(self, w, tile):
         """The transformed weights; with self.winograd == "cached", kept per weights array and tile. The cache
@@ -427,9 +428,8 @@ class NumpyOps:
         _kernels().release_workspace()
 
     def _winograd_conv(self, x, w, scale, shift, activation, pad, tile):
-        return _kernels().winograd_conv(np.ascontiguousarray(x), self._winograd_weights(w, tile), w.shape[0], pad,
-                                        tile, None if scale is None else self.asarray(scale), self.asarray(shift),
-                                        activation)
+        return _kernels().winograd_conv(_float32(x), self._winograd_weights(w, tile), w.shape[0], pad, tile,
+                                        _float32(scale), _float32(shift), activation)
 
     def maxpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
         """Inference max pooling: the maximum over each size x size window of x (batch, c, h, w) whose (0, 0)

@@ -77,23 +77,34 @@ def test_depthwise_conv2d_matches_numpy(geometry, activation):
     np.testing.assert_allclose(fused, expected, **TOL)
 
 
+# size, stride_x, stride_y, pad, dilation: im2col_gemm on the input itself (strided; dilated), the strided 1x1
+# GEMM, and im2col_gemm on a padded and cropped copy (dilation 2 without padding: _Geometry.ext_matches_C false)
+CONV_KERNELS = [(3, 2, 1, 1, 1), (3, 1, 1, 1, 2), (1, 2, 2, 0, 1), (3, 1, 1, 0, 2)]
+
+
+@pytest.mark.parametrize("kernel", CONV_KERNELS)
 @pytest.mark.parametrize("groups", [1, 2, "depthwise"])
 @pytest.mark.parametrize("activation", ["leaky", "mish", "normalize_channels"])
-def test_conv2d_affine_activation_matches_the_unfused_path(groups, activation):
+def test_conv2d_affine_activation_matches_the_unfused_path(kernel, groups, activation):
+    size, stride_x, stride_y, pad, dilation = kernel
     rng = np.random.default_rng(7)
     c = 4
     groups = c if groups == "depthwise" else groups
     x = rng.normal(size=(2, c, 9, 8))
-    w = rng.normal(size=(c, c // groups, 3, 3))
+    w = rng.normal(size=(c, c // groups, size, size))
     scale, shift = rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c)
     reference_ops = NumpyOps(np.float64)
-    z = reference_ops.conv2d(x, w, 2, 1, 1, 1, groups)
+    z = reference_ops.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
     expected = activate(z * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1), activation, np)
     ops = NumpyOps(np.float32)
     got = ops.conv2d_affine_activation(ops.asarray(x), ops.asarray(w), ops.asarray(scale), ops.asarray(shift),
-                                       activation, 2, 1, 1, 1, groups)
+                                       activation, stride_x, stride_y, pad, dilation, groups)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # float32 images through float64 ops with float64 scale and shift: the kernels still get float32
+    mixed = reference_ops.conv2d_affine_activation(ops.asarray(x), ops.asarray(w), scale, shift, activation,
+                                                   stride_x, stride_y, pad, dilation, groups)
+    np.testing.assert_allclose(mixed, expected, rtol=1e-4, atol=1e-5)
 
 
 def reference_maxpool(x, size, sx, sy, offset, out_h, out_w):
@@ -208,6 +219,11 @@ def test_concat_matches_numpy_concatenate():
               whole[:, 20000:]]
     got = _C.concat(pieces)
     assert got.flags.c_contiguous and np.array_equal(got, np.concatenate(pieces, axis=1))
+    # empty pieces last and alone (NumPy gives empty arrays zero strides), and an empty batch
+    for pieces in ([whole[:, :4], np.zeros((3, 0), np.float32)], [np.zeros((3, 0), np.float32)],
+                   [np.zeros((0, 3), np.float32), np.zeros((0, 2), np.float32)]):
+        assert np.array_equal(_C.concat(pieces), np.concatenate(pieces, axis=1))
+        assert _C.concat(pieces).shape == np.concatenate(pieces, axis=1).shape
     assert np.array_equal(_C.concat([whole[:, 9:]]), whole[:, 9:])
     ops = NumpyOps()
     mixed = [whole[:, :3].astype(np.float64), whole[:, 3:6]]
@@ -255,7 +271,7 @@ def test_gemm_matches_numpy(shape):
 
 GEMM_ISAS = ["baseline", "avx2", "avx512f"]       # narrowest first
 # the tests that run the GEMM kernel: rerun with each narrower variant below
-GEMM_TESTS = "gemm or winograd or conv2d_affine or fused_path or thread_count"
+GEMM_TESTS = "gemm or winograd or conv2d_affine or fused_path or thread_count or im2col or empty_batch"
 
 
 def test_gemm_isa_follows_its_environment_cap():
@@ -273,7 +289,8 @@ def test_narrower_gemm_variants_pass_the_kernel_tests(isa):
         pytest.skip("already inside a capped run")
     if GEMM_ISAS.index(_C.gemm_isa()) <= GEMM_ISAS.index(isa):
         pytest.skip(f"this CPU's GEMM runs {_C.gemm_isa()}: the plain run checks it")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           os.path.join(os.path.dirname(__file__), "test_extension.py"), "-k",
                            f"({GEMM_TESTS}) and not narrower"],
                           env={**os.environ, "DARKNET_PY_GEMM_ISA": isa}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:]
@@ -290,15 +307,15 @@ KERNEL_TRANSFORM = {
 
 
 @pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("filters", [1, 8, 11, 20])
-def test_winograd_weights_are_g_w_gt_packed_in_panels(tile, filters):
-    rng = np.random.default_rng([tile, filters])
-    w = rng.normal(size=(filters, 5, 3, 3)).astype(np.float32)
+@pytest.mark.parametrize("filters, channels", [(1, 5), (8, 1), (11, 5), (20, 3), (9, 67)])
+def test_winograd_weights_are_g_w_gt_packed_in_panels(tile, filters, channels):
+    rng = np.random.default_rng([tile, filters, channels])
+    w = rng.normal(size=(filters, channels, 3, 3)).astype(np.float32)
     g = KERNEL_TRANSFORM[tile]
-    expected = np.einsum("ak,fckl,bl->abfc", g, w.astype(np.float64), g).reshape((tile + 2) ** 2, filters, 5)
+    expected = np.einsum("ak,fckl,bl->abfc", g, w.astype(np.float64), g).reshape((tile + 2) ** 2, filters, channels)
     packed = _C.winograd_weights(w, tile)
     panels = -(-filters // _C.PACK_ROWS)
-    assert packed.shape == ((tile + 2) ** 2, panels, 5, _C.PACK_ROWS)
+    assert packed.shape == ((tile + 2) ** 2, panels, channels, _C.PACK_ROWS)
     for panel in range(panels):
         rows = expected[:, panel * _C.PACK_ROWS:(panel + 1) * _C.PACK_ROWS]       # (P, filters of the panel, c)
         np.testing.assert_allclose(packed[:, panel, :, :rows.shape[1]], rows.transpose(0, 2, 1), rtol=1e-6,
@@ -308,6 +325,8 @@ def test_winograd_weights_are_g_w_gt_packed_in_panels(tile, filters):
         _C.winograd_weights(np.zeros((4, 2, 5, 5), np.float32), tile)
     with pytest.raises(ValueError, match="tile"):
         _C.winograd_weights(w, 3)
+    with pytest.raises(ValueError, match="channels >= 1"):
+        _C.winograd_weights(np.zeros((4, 0, 3, 3), np.float32), tile)
 
 
 def test_kernels_give_the_same_result_with_any_thread_count():
@@ -315,7 +334,9 @@ def test_kernels_give_the_same_result_with_any_thread_count():
     x = rng.normal(size=(2, 24, 17, 15)).astype(np.float32)
     w = rng.normal(size=(24, 1, 5, 5)).astype(np.float32)
     shift = rng.normal(size=24).astype(np.float32)
-    winograd_weights = _C.winograd_weights(rng.normal(size=(20, 24, 3, 3)).astype(np.float32), 4)
+    w3 = rng.normal(size=(20, 24, 3, 3)).astype(np.float32)
+    columns = rng.normal(size=(216, 700)).astype(np.float32)     # several 256-column slices per panel
+    winograd_weights = _C.winograd_weights(w3, 4)
     saved = _C.num_threads()
     results = []
     try:
@@ -323,7 +344,10 @@ def test_kernels_give_the_same_result_with_any_thread_count():
             _C.set_num_threads(threads)
             assert _C.num_threads() == threads
             results.append((_C.depthwise_conv2d(x, w, 2, 1, 2, 1, 8, 11, None, shift, "mish"),
-                            _C.winograd_conv(x, winograd_weights, 20, 1, 4, None, shift[:20].copy(), "mish"), _C.maxpool2d(x, 3, 2, 2, 1, 9, 8)))
+                            _C.winograd_conv(x, winograd_weights, 20, 1, 4, None, shift[:20].copy(), "mish"),
+                            _C.maxpool2d(x, 3, 2, 2, 1, 9, 8),
+                            _C.gemm(w3.reshape(20, -1), columns),
+                            _C.im2col_gemm(x, w3, 1, 2, 1, 1, None, shift[:20].copy(), "leaky")))
     finally:
         _C.set_num_threads(saved)
     for other in results[1:]:
@@ -332,6 +356,66 @@ def test_kernels_give_the_same_result_with_any_thread_count():
     with pytest.raises(ValueError, match=">= 1"):
         _C.set_num_threads(0)
     assert _C.contended() in (True, False)
+
+
+def test_kernels_accept_an_empty_batch():
+    """A batch of no images gives no images (Winograd divided by zero here once), and no channels is refused."""
+    x = np.zeros((0, 16, 9, 8), np.float32)
+    w3 = np.ones((4, 16, 3, 3), np.float32)
+    assert _C.winograd_conv(x, _C.winograd_weights(w3, 4), 4, 1, 4).shape == (0, 4, 9, 8)
+    assert _C.im2col_gemm(x, w3, 2, 1, 1).shape == (0, 4, 5, 8)
+    assert _C.depthwise_conv2d(x, np.ones((16, 1, 3, 3), np.float32), 1, 1, 1, 1, 9, 8).shape == (0, 16, 9, 8)
+    assert _C.maxpool2d(x, 2, 2, 2, 0, 4, 4).shape == (0, 16, 4, 4)
+    assert _C.gemm(np.ones((4, 16), np.float32), x.reshape(0, 16, 72)).shape == (0, 4, 72)
+    ops = NumpyOps()
+    assert ops.conv2d_affine_activation(x, w3, None, np.zeros(4, np.float32), "leaky", 1, 1, 1).shape == (0, 4, 9, 8)
+    with pytest.raises(ValueError, match="channel"):
+        _C.winograd_conv(np.zeros((1, 0, 9, 8), np.float32), _C.winograd_weights(w3, 4), 4, 1, 4)
+
+
+@pytest.mark.parametrize("kernel", ["gemm", "im2col_gemm", "winograd_conv", "depthwise_conv2d"])
+@pytest.mark.parametrize("scale, activation", [(np.full(4, 2, np.float32), "linear"), (None, "relu")])
+def test_a_scale_or_activation_without_shift_is_refused(kernel, scale, activation):
+    """The kernels apply no epilogue without a shift: a scale or an activation alone must not be dropped."""
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((4, 4, 3, 3), np.float32)
+    args = {"gemm": (w.reshape(4, -1), np.ones((36, 10), np.float32)),
+            "im2col_gemm": (x, w, 1, 1, 1, 1),
+            "winograd_conv": (x, _C.winograd_weights(w, 2), 4, 1, 2),
+            "depthwise_conv2d": (x, w[:, :1].copy(), 1, 1, 1, 1, 6, 6)}[kernel]
+    with pytest.raises(ValueError, match="needs a shift"):
+        getattr(_C, kernel)(*args, scale=scale, shift=None, activation=activation)
+    shift = np.zeros(4, np.float32)
+    getattr(_C, kernel)(*args, scale=scale, shift=shift, activation=activation)     # with one: accepted
+
+
+OUT_OF_MEMORY_ON_A_WORKER = """
+import resource
+import numpy as np
+from darknet_py._ext import _C
+_C.set_num_threads(2)
+_C.gemm(np.ones((64, 64), np.float32), np.ones((64, 4096), np.float32))    # the pool's worker is running
+# each thread's im2col column slice is 288 * 200000 floats (230 MB); x and the weights are already allocated
+x, w = np.ones((1, 200000, 8, 8), np.float32), np.ones((1, 200000, 3, 3), np.float32)
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+mapped = int(status["VmSize"].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (150 << 20), resource.RLIM_INFINITY))
+try:
+    _C.im2col_gemm(x, w, 1, 1, 1)
+except MemoryError:
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert _C.gemm(np.ones((8, 8), np.float32), np.ones((8, 4096), np.float32)).sum() == 8 * 8 * 4096
+    print("MemoryError, and the pool still works")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status: Linux")
+def test_an_allocation_failure_on_a_worker_is_a_memory_error():
+    """A kernel's buffer allocated inside a parallel body (here on both threads) that cannot be had: the caller
+    gets MemoryError and the pool keeps working. An exception escaping a worker thread aborted the process."""
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_ON_A_WORKER], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "MemoryError, and the pool still works" in done.stdout, done.stderr[-2000:]
 
 
 CONV_NET = """[net]

@@ -33,6 +33,8 @@ def reference_im2col(image, kh, kw, sh, sw, ph, pw, dh, dw):
 GEOMETRIES = [  # c, h, w, k, stride_h, stride_w, pad, dilation
     (3, 7, 9, 3, 1, 1, 1, 1), (4, 8, 8, 3, 2, 2, 1, 1), (2, 9, 7, 3, 1, 1, 2, 2), (5, 6, 10, 1, 1, 2, 1, 1),
     (1, 5, 5, 5, 1, 1, 2, 1), (3, 11, 6, 4, 3, 1, 2, 2), (2, 1, 1, 1, 1, 1, 0, 1), (1, 4, 4, 3, 2, 2, 3, 1),
+    # more than one 256-column slice, slices starting mid-row (460 = 20 rows of 23; 600 = 20 rows of 30)
+    (2, 40, 45, 3, 2, 2, 1, 1), (1, 20, 30, 3, 1, 1, 1, 1),
 ]
 
 
