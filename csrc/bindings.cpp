@@ -51,7 +51,8 @@ static const float* channel_vector(const py::object& v, int64_t channels, const 
     py::array a = py::reinterpret_borrow<py::array>(v);
     require_float32_contiguous(a, what);
     if (a.size() != channels)
-        throw py::value_error(std::string(what) + " must have one value per channel (" + std::to_string(channels) + ")");
+        throw py::value_error(std::string(what) + " must have one value per channel (" + std::to_string(channels) +
+                              ")");
     return static_cast<const float*>(a.data());
 }
 

@@ -50,7 +50,8 @@ void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, cons
     for (int64_t i = 0; i < batch; ++i) {
         const float* image = images + i * g.channels * g.height * g.width;
         gemm(a, cols, [&](int64_t first, int64_t last, float* buffer, int64_t* ldb) {
-            for (int64_t row = 0; row < rows; ++row) fill_row(image, g, row, first, last, buffer + row * (last - first));
+            for (int64_t row = 0; row < rows; ++row)
+                fill_row(image, g, row, first, last, buffer + row * (last - first));
             *ldb = last - first;
             return buffer;
         }, true, y + i * filters * cols, cols, scale, shift, act);

@@ -140,10 +140,6 @@ void output_tile_row_any(int64_t tile, const float* m, int64_t stride, int64_t t
     }
 }
 
-}  // namespace
-
-namespace {
-
 // The transformed input and the products, kept per thread from one convolution to the next as darknet keeps its
 // workspace: allocating them at every call costs more than the GEMMs on large maps (fresh pages: page faults and
 // zeroing, ~4 ms of a 2 ms GEMM on 64 channels at 104x104). Grows to the largest layer; release_workspace() frees it.
@@ -167,11 +163,11 @@ thread_local Workspace workspace;
 // v[k * point_stride + c * row_stride + tile]: the transformed input of every channel and tile.
 void input_transform(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
                      int64_t tile, int64_t tiles_h, int64_t tiles_w, float* v, int64_t row_stride) {
-    const int64_t points = tile + 2;
+    const int64_t side = tile + 2, points = side * side;     // an input tile is side x side
     const int64_t ph = tile * tiles_h + 2, pw = tile * tiles_w + 2;
     const int64_t plane_tiles = tiles_h * tiles_w, tiles = batch * plane_tiles;
     parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
-        std::vector<float> padded(ph * pw), rows(points * points * tiles_w);
+        std::vector<float> padded(ph * pw), rows(points * tiles_w);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / channels, c = p % channels;
             pad_plane(x + p * h * w, h, w, pad, padded.data(), ph, pw);
@@ -179,7 +175,7 @@ void input_transform(const float* x, int64_t batch, int64_t channels, int64_t h,
             input_plane_any(tile, padded.data(), tiles_h, tiles_w, channel + b * plane_tiles, channels * row_stride,
                             rows.data());
             if (b == batch - 1)   // the columns past the last tile join the GEMMs: zeros, not stale memory
-                for (int64_t k = 0; k < points * points; ++k)
+                for (int64_t k = 0; k < points; ++k)
                     std::fill(channel + k * channels * row_stride + tiles, channel + k * channels * row_stride +
                               row_stride, 0.0f);
         }
@@ -190,9 +186,9 @@ void input_transform(const float* x, int64_t batch, int64_t channels, int64_t h,
 void output_transform(const float* m, int64_t row_stride, int64_t point_stride, int64_t batch, int64_t filters,
                       int64_t out_h, int64_t out_w, int64_t tile, int64_t tiles_h, int64_t tiles_w,
                       const float* scale, const float* shift, Activation act, float* y) {
-    const int64_t points = tile + 2, width = tile * tiles_w, plane_tiles = tiles_h * tiles_w;
+    const int64_t side = tile + 2, width = tile * tiles_w, plane_tiles = tiles_h * tiles_w;
     parallel_for(batch * filters, [&](int64_t begin, int64_t end) {
-        std::vector<float> s(points * width), rows(tile * width);
+        std::vector<float> s(side * width), rows(tile * width);
         for (int64_t p = begin; p < end; ++p) {
             const int64_t b = p / filters, f = p % filters;
             float* out = y + p * out_h * out_w;

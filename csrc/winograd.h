@@ -26,7 +26,6 @@ void winograd_weights(const float* w, int64_t filters, int64_t channels, int64_t
 // null (1); shift may be null (no affine map, no activation).
 // Uses P * (channels + filters rounded up to PACK_ROWS) * winograd_row_stride(tiles) floats of the calling thread's
 // workspace, which keeps the largest size used until release_workspace().
-
 void winograd_convolution(const float* x, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t pad,
                           int64_t tile, const float* packed_weights, int64_t filters, int64_t out_h, int64_t out_w,
                           const float* scale, const float* shift, Activation act, float* y);

@@ -83,11 +83,11 @@ class _Geometry:
 
 
 class _Gemm:
-    """np.matmul, with BLAS single-threaded while the C++ kernels find the cores busy with other processes
-    (_C.contended(), csrc/parallel.h). Measured on the shared 2-core machine: OpenBLAS's 2-thread GEMM ran 4-7x
-    slower than 1 thread whenever other processes kept the cores busy (its threads busy-wait for each other),
-    while on free cores it is the fastest choice (GEMM parts on our own threads, from Python or C++, measured
-    15-40% slower: wake-ups, and B packed once per part). Without threadpoolctl, plain np.matmul."""
+    """np.matmul for the NumPy paths (training, float64, grouped convolutions), with BLAS single-threaded while
+    the C++ kernels find the cores busy with other processes (_C.contended(), csrc/parallel.h): measured on the
+    shared 2-core machine, OpenBLAS's 2-thread GEMM ran 4-7x slower than 1 thread whenever other processes kept
+    the cores busy (its threads busy-wait for each other). Inference convolutions run on the C++ GEMM
+    (csrc/gemm.h) instead. Without threadpoolctl, plain np.matmul."""
 
     def __init__(self):
         self.blas = None
@@ -158,8 +158,10 @@ def _kernels():
 
 
 class NumpyOps:
-    """CPU backend: inference on the C++ kernels of darknet_py._C (own GEMM, Winograd, depthwise, pooling,
-    fused activations); training and float64 on NumPy with BLAS GEMMs."""
+    """CPU backend. Float32 inference runs on the C++ kernels of darknet_py._C where they cover the case
+    (ungrouped and depthwise convolutions with an elementwise activation: own GEMM, Winograd, depthwise kernel;
+    max pooling, route concatenation, activations); training, float64, grouped convolutions and the other
+    layers' work run on NumPy with BLAS GEMMs."""
 
     name = "cpu"
     xp = np
@@ -341,8 +343,10 @@ class NumpyOps:
         """(path, cache_bytes, scratch_bytes) of a convolutional layer's forward at `batch` (and its backward
         in training), from its shapes (c, h, w, filters, size, stride_x, stride_y, padding, dilation, groups,
         out_h, out_w, activation): cache_bytes stay allocated from the first inference on (Winograd's
-        transformed weights and the copy that checks they are current), scratch_bytes are allocated while the
-        layer runs and freed after, beyond its output. C++ per-thread buffers are included."""
+        transformed weights and the copy that checks they are current); scratch_bytes are what the layer needs
+        while it runs beyond its output, C++ per-thread buffers included. Scratch is freed after the layer, except
+        Winograd's transformed input and products: they live in a workspace that keeps the largest size used until
+        clear_caches(), so the largest scratch over the layers stays held (the table adds that largest one)."""
         c, filters, k, groups = layer.c, layer.filters, layer.size, layer.groups
         path = self.conv_path(c, filters, k, layer.stride_x, layer.stride_y, layer.padding, layer.dilation, groups,
                               layer.out_h, layer.out_w, layer.activation, train, self.dtype)
@@ -373,7 +377,8 @@ class NumpyOps:
         transforms = points * (c + packed_filters) * row * 4           # the transformed input and the products
         weights, transformed = filters * c * 9 * 4, points * packed_filters * c * 4
         width = tile * tiles_w
-        per_thread = max((tile * tiles_h + 2) * (width + 2) + points * tiles_w, (points + tile) * width) * 4
+        # input_transform: the padded plane and one row of input tiles; output_transform: (tile+2) + tile rows
+        per_thread = max((tile * tiles_h + 2) * (width + 2) + points * tiles_w, (2 * tile + 2) * width) * 4
         scratch = transforms + ext.num_threads() * per_thread
         if self.winograd == "uncached":
             return path, 0, scratch + transformed
@@ -444,7 +449,8 @@ class NumpyOps:
         out = np.full(x.shape[:2] + (out_h, out_w), lowest, dtype=x.dtype)
         for ky in range(size):
             for kx in range(size):
-                tap = padded[:, :, ky:ky + (out_h - 1) * stride_y + 1:stride_y, kx:kx + (out_w - 1) * stride_x + 1:stride_x]
+                tap = padded[:, :, ky:ky + (out_h - 1) * stride_y + 1:stride_y,
+                             kx:kx + (out_w - 1) * stride_x + 1:stride_x]
                 np.copyto(out, tap, where=tap > out)   # darknet's strict comparison: NaNs never win
         return out
 

@@ -1,5 +1,6 @@
 """The C++ inference kernels of darknet_py._C (fused per-channel affine + activation, depthwise convolution, max
-pooling) against independent NumPy references in float64."""
+pooling, GEMM, im2col_gemm, Winograd weights and convolution, concatenation, byte comparison, the thread pool)
+against independent NumPy references, mostly in float64, and their handling of bad or empty input."""
 import os
 import subprocess
 import sys

@@ -38,8 +38,8 @@ def xy_affine(scale_x_y, dtype):
 
 
 def head_forward(x, logistic, scaled, scale_x_y, ops):
-    """Copy of x (batch, anchors, values, h, w) with the logistic on the value indexes `logistic` (slices) and
-    then x*alpha + beta on the indexes `scaled`."""
+    """Copy of x (batch, anchors, values, h, w) with the logistic on the values `logistic` selects and then
+    x*alpha + beta on those `scaled` selects (each a list of slices or single indexes of the values axis)."""
     out = ops.xp.array(x, copy=True)
     for image in out:
         for anchor in image:
@@ -84,8 +84,9 @@ class AnchorHead(Layer):
         self.max_boxes = s.get_int("max", 200, minimum=1)
         per_anchor = self.classes + self.coords + 1
         if self.outputs != self.w * self.h * self.n * per_anchor:
-            raise s.error(None, f"the previous layer has {self.c} channels; expected filters=(classes+{self.coords + 1})"
-                                f"*anchors=({self.classes}+{self.coords + 1})*{self.n}={per_anchor * self.n} for "
+            raise s.error(None, f"the previous layer has {self.c} channels; expected "
+                                f"filters=(classes+{self.coords + 1})*anchors="
+                                f"({self.classes}+{self.coords + 1})*{self.n}={per_anchor * self.n} for "
                                 f"classes={self.classes} and mask={','.join(map(str, self.mask))}")
         anchors = s.get_float_list("anchors", [])
         if anchors and len(anchors) != 2 * self.total:
