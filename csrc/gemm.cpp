@@ -169,7 +169,7 @@ void gemm(const LeftMatrix& a, int64_t n, const ColumnSource& columns, bool buff
     const int64_t panels = packed_panels(a.m), width = part_columns(a.k), slices = (n + width - 1) / width;
     // parts numbered slice-major: consecutive parts, as one thread takes them, share their slice of B
     parallel_for(panels * slices, [&](int64_t begin, int64_t end) {
-        std::vector<float> buffer(buffered ? a.k * width : 0);
+        std::vector<float> buffer(buffered ? a.k * std::min(width, n) : 0);
         const float* b = nullptr;
         int64_t ldb = 0, slice = -1;
         for (int64_t part = begin; part < end; ++part) {

@@ -365,8 +365,10 @@ class NumpyOps:
             return path, 0, twice * batch * padded + batch * filters * pixels * item
         if path == "im2col":
             if not train and groups == 1 and self._fused(self.dtype, layer.activation) is not None:
-                # _gemm_conv: a slice of the columns per thread (at most 256 columns)
-                return path, 0, padded + _kernels().num_threads() * g.c * k * k * min(pixels, 256) * item
+                # _gemm_conv: a slice of the columns per thread (at most 256 columns), and a padded copy of the
+                # batch where _C's symmetric padding does not give darknet's geometry
+                copy = 0 if g.ext_matches_C else batch * padded
+                return path, 0, copy + _kernels().num_threads() * g.c * k * k * min(pixels, 256) * item
             return path, 0, twice * (g.c * k * k * pixels * item + padded)
         tile = WINOGRAD_TILE[path]
         points = (tile + 2) ** 2

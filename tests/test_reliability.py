@@ -13,7 +13,10 @@ int arithmetic (AlexeyAB/darknet src/im2col.c, src/convolutional_layer.c):
   (size_t) cast of sizeof(float), so the workspace itself is sized from a wrapped product.
 Here every shape and index is a Python int or NumPy intp (64-bit): `test_index_arithmetic_is_64_bit` checks
 the sizes that overflow darknet, and the 2816x2816 tests check the result itself where memory allows."""
+import json
 import os
+import subprocess
+import sys
 import tracemalloc
 import warnings
 
@@ -102,6 +105,132 @@ def test_forward_estimate_bounds_what_a_forward_allocates(shared, name, size):
         estimate = forward_bytes(net, batch, train=False)
         assert peak <= estimate, f"{name} batch {batch}: forward allocated {peak} bytes, the table said {estimate}"
         assert estimate <= 3 * peak, f"{name} batch {batch}: estimate {estimate} is far above the {peak} allocated"
+
+
+# tracemalloc sees NumPy's buffers but not the C++ kernels' own (the Winograd workspace, per-thread im2col slices
+# and padded planes): the peak resident memory sees both. It is read in a child process with glibc's mmap
+# threshold fixed at 64 KiB, so that every large block is mapped when allocated and unmapped when freed (with the
+# default, freed memory stays resident and is reused: the peak reads near zero), after a first run that maps
+# code, starts the threads and BLAS's buffers, and whose results and caches are then dropped.
+RESIDENT_PEAK = """
+import gc, json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+
+def resident():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(status["VmRSS"].split()[0]) * 1024, int(status["VmHWM"].split()[0]) * 1024
+
+def resident_peak(run):
+    # bytes the resident size grew by at most while run() ran, and what it returned
+    gc.collect()
+    before = resident()[0]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")             # the peak (VmHWM) restarts from the current resident size
+    result = run()
+    return resident()[1] - before, result
+"""
+
+NETWORK_PEAK = RESIDENT_PEAK + """
+from conftest import load_quiet
+from test_reliability import randomized
+cfg, size = sys.argv[2], int(sys.argv[3])
+net = randomized(load_quiet(cfg, width=size, height=size))
+net.memory_check = False
+for batch in (1, 2):
+    x = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
+    net.forward(x)
+    for layer in net.layers:
+        layer.output = None
+    net.ops.clear_caches()
+    print(batch, resident_peak(lambda: net.forward(x))[0])
+"""
+
+CONVOLUTION_PEAK = RESIDENT_PEAK + """
+from types import SimpleNamespace
+from darknet_py.backend import NumpyOps, conv_output_size
+for batch, c, h, w, filters, size, stride, pad, dilation, groups, activation, mode in json.loads(sys.argv[2]):
+    ops = NumpyOps(np.float32)
+    ops.winograd = mode
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, c, h, w)).astype(np.float32)
+    weights = rng.normal(size=(filters, c // groups, size, size)).astype(np.float32)
+    shift = np.zeros(filters, np.float32)
+    run = lambda: ops.conv2d_affine_activation(x, weights, None, shift, activation, stride, stride, pad, dilation,
+                                                groups)
+    run()
+    ops.clear_caches()
+    peak, y = resident_peak(run)
+    out_h, out_w = conv_output_size(h, w, size, stride, stride, pad)
+    layer = SimpleNamespace(c=c, h=h, w=w, filters=filters, size=size, stride_x=stride, stride_y=stride,
+                            padding=pad, dilation=dilation, groups=groups, out_h=out_h, out_w=out_w,
+                            activation=activation)
+    path, cache, scratch = ops.conv_memory(layer, batch, False)
+    print(path, peak, cache + scratch + y.nbytes)
+"""
+
+
+def _peak_can_be_reset():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+needs_resident_peak = pytest.mark.skipif(not sys.platform.startswith("linux") or not _peak_can_be_reset(),
+                                         reason="needs Linux's /proc/self/clear_refs to reset the peak resident size")
+
+
+def resident_peaks(script, *args):
+    """The lines the child script printed, split into words."""
+    done = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__), *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [line.split() for line in done.stdout.splitlines()]
+
+
+@needs_resident_peak
+@pytest.mark.parametrize("name, size", [("yolov4-tiny", 256), ("efficientnet_b0", 224), ("enet-coco", 256)])
+def test_forward_estimate_bounds_the_resident_peak_with_the_kernels_buffers(shared, name, size):
+    cfg = shared / "cfg" / f"{name}.cfg"
+    peaks = {int(batch): int(peak) for batch, peak in resident_peaks(NETWORK_PEAK, cfg, size)}
+    assert sorted(peaks) == [1, 2], peaks
+    net = load_quiet(cfg, width=size, height=size)
+    for batch, peak in peaks.items():
+        estimate = forward_bytes(net, batch, train=False)
+        assert peak <= estimate, f"{name} batch {batch}: the resident peak grew {peak} bytes, the table said {estimate}"
+        assert estimate <= 3 * peak, f"{name} batch {batch}: estimate {estimate} is far above the {peak} resident"
+
+
+# batch, c, h, w, filters, size, stride, pad, dilation, groups, activation: every inference path of the C++ kernels
+CONVOLUTIONS = [
+    ((1, 64, 104, 104, 64, 3, 1, 1, 1, 1, "leaky"), "winograd4"),
+    ((2, 128, 26, 26, 256, 3, 1, 1, 1, 1, "leaky"), "winograd4"),
+    ((1, 256, 7, 7, 256, 3, 1, 1, 1, 1, "mish"), "winograd2"),
+    ((1, 32, 208, 208, 64, 3, 2, 1, 1, 1, "leaky"), "im2col"),          # on the input itself
+    ((2, 64, 60, 60, 32, 3, 1, 0, 2, 1, "leaky"), "im2col"),            # on a padded copy of the batch
+    ((1, 64, 104, 104, 128, 1, 2, 0, 1, 1, "linear"), "pointwise"),
+    ((1, 96, 112, 112, 96, 3, 1, 1, 1, 96, "swish"), "depthwise"),
+]
+PEAK_SLACK = 512 << 10     # pages of small allocations, thread stacks touched deeper
+
+
+@needs_resident_peak
+@pytest.mark.parametrize("mode", ["cached", "uncached"])
+def test_conv_memory_is_what_the_kernels_make_resident(mode):
+    """ops.conv_memory (the layer table's cache and scratch columns) against the resident memory a first
+    inference convolution really adds, output included: the Winograd workspace and cache, im2col slices,
+    padded and strided copies."""
+    cases = [list(case) + [mode] for case, _ in CONVOLUTIONS]
+    results = resident_peaks(CONVOLUTION_PEAK, json.dumps(cases))
+    assert [path for path, _, _ in results] == [path for _, path in CONVOLUTIONS]
+    for (case, path), (_, peak, estimate) in zip(CONVOLUTIONS, results):
+        peak, estimate = int(peak), int(estimate)
+        assert peak <= estimate + PEAK_SLACK, f"{path} {case}: resident grew {peak} bytes, conv_memory said {estimate}"
+        assert estimate <= 2 * peak, f"{path} {case}: conv_memory said {estimate}, far above the {peak} resident"
 
 
 def test_convolution_workspace_is_one_image_im2col():
