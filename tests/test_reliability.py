@@ -113,7 +113,8 @@ def test_forward_estimate_bounds_what_a_forward_allocates(shared, name, size):
 # default, freed memory stays resident and is reused: the peak reads near zero), after a first run that maps
 # code, starts the threads and BLAS's buffers, and whose results and caches are then dropped.
 RESIDENT_PEAK = """
-import gc, json, sys
+import ctypes, gc, json, sys
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)   # PR_SET_THP_DISABLE: 4 KiB pages, none rounded up to a huge page
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 
