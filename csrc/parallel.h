@@ -13,8 +13,8 @@ namespace darknet_py {
 
 // body(begin, end) for consecutive ranges covering [0, n), in parallel: a few ranges per thread, each at least
 // `min_chunk` long. Calls from inside a body, or while another thread's parallel_for holds the pool, run serially
-// on the calling thread. An exception thrown by a body reaches the caller once every running chunk has ended (the
-// first one, if several throw).
+// on the calling thread. An exception thrown by a body reaches the caller once every chunk has run (the first
+// one, if several throw).
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t min_chunk = 1);
 
 // Whether parallel_for is in such a serial period (callers may run their other multi-threaded work serially too).

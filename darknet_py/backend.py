@@ -346,7 +346,8 @@ class NumpyOps:
         transformed weights and the copy that checks they are current); scratch_bytes are what the layer needs
         while it runs beyond its output, C++ per-thread buffers included. Scratch is freed after the layer, except
         Winograd's transformed input and products: they live in a workspace that keeps the largest size used until
-        clear_caches(), so the largest scratch over the layers stays held (the table adds that largest one)."""
+        clear_caches(), per calling thread: the largest of them stays held while later layers run (the table
+        adds the largest scratch of any one layer; its allowance for temporaries covers the overlap)."""
         c, filters, k, groups = layer.c, layer.filters, layer.size, layer.groups
         path = self.conv_path(c, filters, k, layer.stride_x, layer.stride_y, layer.padding, layer.dilation, groups,
                               layer.out_h, layer.out_w, layer.activation, train, self.dtype)
@@ -360,7 +361,10 @@ class NumpyOps:
             strided = not layer.stride_x == layer.stride_y == 1
             return path, 0, twice * batch * c * pixels * item if strided else 0
         if path == "depthwise":
-            return path, 0, 0
+            # the C++ kernel's padded plane per thread
+            ph = (layer.out_h - 1) * layer.stride_y + (k - 1) * layer.dilation + 1
+            pw = (layer.out_w - 1) * layer.stride_x + (k - 1) * layer.dilation + 1
+            return path, 0, _kernels().num_threads() * ph * pw * 4
         if path == "depthwise-taps":
             return path, 0, twice * batch * padded + batch * filters * pixels * item
         if path == "im2col":

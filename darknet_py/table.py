@@ -30,7 +30,8 @@ TEMPORARIES = 4
 
 def scratch_bytes(net, batch, train):
     """The largest transient memory of one layer: what the engine allocates while it runs (layer.engine_memory:
-    the im2col workspace, one image at a time and twice in training where col2im needs a second one; Winograd's
+    in training the im2col workspace, one image at a time and twice where col2im needs a second one; in
+    inference a slice of the columns per thread, padded copies and the depthwise kernel's planes; Winograd's
     transformed input and products, whose workspace then keeps the largest size), plus TEMPORARIES arrays the size
     of its input or output for the batch."""
     return max((l.engine_memory(net.ops, batch, train)[1] + TEMPORARIES * 4 * batch * max(l.outputs, l.inputs)

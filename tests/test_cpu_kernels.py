@@ -208,6 +208,7 @@ def test_same_bytes_finds_any_differing_byte():
     assert not _C.same_bytes(np.zeros(4, np.float32), -np.zeros(4, np.float32))
     assert not _C.same_bytes(a, a.reshape(70001, 3).copy())                          # same bytes, other shape
     assert not _C.same_bytes(np.zeros(4, np.float32), np.zeros(4, np.int32))
+    assert _C.same_bytes(np.zeros(4, ">f4"), np.zeros(4, ">f4"))      # equal dtypes, not the same object
     with pytest.raises(ValueError, match="C-contiguous"):
         _C.same_bytes(a[:, ::2], a[:, ::2].copy())
 
