@@ -361,10 +361,7 @@ class NumpyOps:
             strided = not layer.stride_x == layer.stride_y == 1
             return path, 0, twice * batch * c * pixels * item if strided else 0
         if path == "depthwise":
-            # the C++ kernel's padded plane per thread
-            ph = (layer.out_h - 1) * layer.stride_y + (k - 1) * layer.dilation + 1
-            pw = (layer.out_w - 1) * layer.stride_x + (k - 1) * layer.dilation + 1
-            return path, 0, _kernels().num_threads() * ph * pw * 4
+            return path, 0, _kernels().num_threads() * g.ext_h * g.ext_w * 4    # the kernel's padded plane per thread
         if path == "depthwise-taps":
             return path, 0, twice * batch * padded + batch * filters * pixels * item
         if path == "im2col":
