@@ -1,6 +1,8 @@
 """Builds the native extensions with CMake (CMakeLists.txt):
 
 - `darknet_py._C`: C++ CPU kernels, always built; a failure here fails the install.
+- `darknet_py._cuda_emu`: the CUDA kernels compiled by the host compiler (csrc/cuda/emulation.h), always built:
+  the CUDA engine on the CPU (device="cuda-emulated", tests).
 - `darknet_py._cuda`: CUDA kernels, built only when CMake finds nvcc, as a separate `cmake --build` so that a CUDA
   failure still leaves a working CPU package.
 
@@ -98,6 +100,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    ext_modules=[CMakeExtension("darknet_py._C", "_C"), CMakeExtension("darknet_py._cuda", "_cuda", optional=True)],
+    ext_modules=[CMakeExtension("darknet_py._C", "_C"), CMakeExtension("darknet_py._cuda_emu", "_cuda_emu"),
+                 CMakeExtension("darknet_py._cuda", "_cuda", optional=True)],
     cmdclass={"build_ext": CMakeBuild},
 )

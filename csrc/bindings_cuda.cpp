@@ -1,43 +1,115 @@
-// pybind11 module darknet_py._cuda: CUDA kernels taking raw device pointers (CuPy's arr.data.ptr) and a
-// stream (cupy.cuda.get_current_stream().ptr).
+// pybind11 module of the CUDA engine's kernels, compiled twice from the same kernel sources: darknet_py._cuda (nvcc,
+// device pointers from CuPy arrays, CuPy's stream) and darknet_py._cuda_emu (the host compiler with
+// cuda/emulation.h: NumPy arrays' addresses, the kernels run on the CPU). Every entry point takes addresses as
+// integers (0 for an optional array left out) and the stream last. Shapes are checked by darknet_py/cuda_backend.py.
 #include <pybind11/pybind11.h>
-#include <string>
-#include <unordered_map>
+#include <pybind11/stl.h>
 
-#include "activations.h"
-#include "common.cuh"
+#include <string>
+#include <vector>
+
+#include "cuda/activations.h"
+#include "cuda/blas.h"
+#include "cuda/runtime.h"
+#include "cuda/selftest.h"
 
 namespace py = pybind11;
+namespace cu = darknet_py::cuda;
 using darknet_py::Activation;
 
-static Activation activation_named(const std::string& name) {
-    static const std::unordered_map<std::string, Activation> names = {
-        {"linear", Activation::Linear}, {"logistic", Activation::Logistic}, {"relu", Activation::Relu},
-        {"leaky", Activation::Leaky},   {"mish", Activation::Mish},         {"swish", Activation::Swish}};
-    auto it = names.find(name);
-    if (it == names.end()) throw py::value_error("unsupported activation for the CUDA kernel: " + name);
-    return it->second;
+#if defined(DN_CUDA_EMULATION)
+#define DN_MODULE_NAME _cuda_emu
+constexpr bool EMULATED = true;
+#else
+#define DN_MODULE_NAME _cuda
+constexpr bool EMULATED = false;
+#endif
+
+namespace {
+
+template <typename T = float>
+T* address(uintptr_t value) {
+    return reinterpret_cast<T*>(value);
 }
 
-PYBIND11_MODULE(_cuda, m) {
-    m.doc() = "darknet_py CUDA kernels";
-    m.def("activate", [](uintptr_t ptr, int64_t n, const std::string& activation, uintptr_t stream) {
-        if (n < 0) throw py::value_error("n must be >= 0");
-        if (n > 0 && ptr == 0) throw py::value_error("ptr is a null device pointer");
-        darknet_py::activate_inplace(reinterpret_cast<float*>(ptr), n, activation_named(activation),
-                                     reinterpret_cast<cudaStream_t>(stream));
-    }, py::arg("ptr"), py::arg("n"), py::arg("activation"), py::arg("stream") = 0);
-    m.def("device_count", []() {
+Activation activation_named(const std::string& name) {
+    Activation act;
+    if (!darknet_py::activation_from_name(name, &act))
+        throw py::value_error("activation '" + name + "' has no elementwise CUDA kernel");
+    return act;
+}
+
+cu::ChannelNorm channel_norm_named(const std::string& name) {
+    if (name == "normalize_channels") return cu::ChannelNorm::positive;
+    if (name == "normalize_channels_softmax") return cu::ChannelNorm::softmax;
+    if (name == "normalize_channels_softmax_maxval") return cu::ChannelNorm::softmax_maxval;
+    throw py::value_error("'" + name + "' is not a normalize_channels activation");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(DN_MODULE_NAME, m) {
+    m.doc() = EMULATED ? "darknet_py CUDA kernels run on the CPU (cuda/emulation.h)" : "darknet_py CUDA kernels";
+    m.attr("emulated") = EMULATED;
+    m.def("device_count", [] {
+#if defined(DN_CUDA_EMULATION)
+        return 1;
+#else
         int count = 0;
         if (cudaGetDeviceCount(&count) != cudaSuccess) {
-            cudaGetLastError();   // no driver or no device: report zero, not an error
+            cudaGetLastError();   // no driver or no device: zero, not an error
             return 0;
         }
         return count;
+#endif
     });
-    m.def("device_name", [](int index) {
-        cudaDeviceProp prop;
-        DARKNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
-        return std::string(prop.name);
+    m.def("driver_version", [] {
+#if defined(DN_CUDA_EMULATION)
+        return 0;
+#else
+        int version = 0;
+        if (cudaDriverGetVersion(&version) != cudaSuccess) cudaGetLastError();
+        return version;
+#endif
+    }, "the CUDA driver's version (0: no driver)");
+
+    // -- self-test kernels (cuda/selftest.cu) --
+    m.def("selftest", [](const std::string& name, uintptr_t x, int64_t n, uintptr_t out, unsigned blocks,
+                         unsigned threads, uintptr_t stream) {
+        cu::selftest(name, address(x), n, address(out), blocks, threads, cu::as_stream(stream));
+    });
+
+    // -- activations (cuda/activations.cu) --
+    m.def("affine_activate", [](uintptr_t x, uintptr_t y, int64_t planes, int64_t channels, int64_t spatial,
+                                uintptr_t scale, uintptr_t shift, const std::string& act, uintptr_t stream) {
+        cu::affine_activate(address(x), address(y), planes, channels, spatial, address(scale), address(shift),
+                            activation_named(act), cu::as_stream(stream));
+    });
+    m.def("activate_backward", [](uintptr_t x, uintptr_t dy, uintptr_t dx, int64_t n, const std::string& act,
+                                  uintptr_t stream) {
+        cu::activate_backward(address(x), address(dy), address(dx), n, activation_named(act), cu::as_stream(stream));
+    });
+    m.def("normalize_channels", [](uintptr_t x, uintptr_t y, int64_t batch, int64_t channels, int64_t spatial,
+                                   const std::string& kind, uintptr_t stream) {
+        cu::normalize_channels(address(x), address(y), batch, channels, spatial, channel_norm_named(kind),
+                               cu::as_stream(stream));
+    });
+    m.def("normalize_channels_backward", [](uintptr_t x, uintptr_t dy, uintptr_t dx, int64_t batch, int64_t channels,
+                                            int64_t spatial, const std::string& kind, uintptr_t stream) {
+        cu::normalize_channels_backward(address(x), address(dy), address(dx), batch, channels, spatial,
+                                        channel_norm_named(kind), cu::as_stream(stream));
+    });
+
+    // -- GEMM (cuda/blas.cpp) --
+    m.def("blas_init", &cu::blas_init, py::arg("libraries"));
+    m.def("blas_set_tf32", &cu::blas_set_tf32);
+    m.def("blas_set_workspace", [](uintptr_t workspace, size_t bytes) {
+        cu::blas_set_workspace(address<void>(workspace), bytes);
+    });
+    m.def("gemm", [](bool trans_a, bool trans_b, int64_t m_, int64_t n, int64_t k, float alpha, uintptr_t a,
+                     int64_t lda, int64_t stride_a, uintptr_t b, int64_t ldb, int64_t stride_b, float beta,
+                     uintptr_t c, int64_t ldc, int64_t stride_c, int64_t batch, uintptr_t stream) {
+        cu::gemm_strided_batched(trans_a, trans_b, m_, n, k, alpha, address(a), lda, stride_a, address(b), ldb,
+                                 stride_b, beta, address(c), ldc, stride_c, batch, cu::as_stream(stream));
     });
 }

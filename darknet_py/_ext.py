@@ -1,5 +1,6 @@
-"""The compiled extensions: `_C` (C++ CPU kernels, always built, required) and `cuda_ext` (the `_cuda` CUDA
-kernels, None where the package was built without nvcc). CuPy is imported only by gpu_info(), on demand."""
+"""The compiled extensions: `_C` (C++ CPU kernels, always built, required), `cuda_ext` (the `_cuda` CUDA kernels,
+None where the package was built without nvcc) and `_cuda_emu` (the same kernels built for the CPU, imported on
+demand by cuda_emulation()). CuPy is imported only by gpu_info() and the CUDA engine, on demand."""
 from .errors import DarknetBuildError
 
 try:
@@ -11,9 +12,27 @@ except ImportError as e:   # a source checkout that was never built, or a build 
 try:
     from . import _cuda as cuda_ext
     cuda_compiled = True
-except ImportError:   # built without nvcc (or the CUDA build failed, or libcudart is missing at run time)
+except ImportError:   # built without nvcc (or the CUDA build failed)
     cuda_ext = None
     cuda_compiled = False
+
+
+def cuda_extension():
+    """darknet_py._cuda, or DarknetBuildError saying why it is missing."""
+    if cuda_ext is None:
+        raise DarknetBuildError("device 'cuda': darknet_py was built without its CUDA kernels (nvcc was not found or "
+                                "the CUDA build failed); install the CUDA toolkit and rebuild: pip install -e .")
+    return cuda_ext
+
+
+def cuda_emulation():
+    """darknet_py._cuda_emu: the CUDA kernels compiled for the CPU (always built with _C)."""
+    try:
+        from . import _cuda_emu
+    except ImportError as e:
+        raise DarknetBuildError(f"darknet_py._cuda_emu (the CUDA kernels built for the CPU) cannot be imported ({e}); "
+                                "rebuild it from the repository root with: pip install -e .") from e
+    return _cuda_emu
 
 
 def gpu_info():

@@ -23,7 +23,7 @@ import weakref
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .activations import activate
+from .activations import activate, activate_backward
 
 
 def conv_output_size(h, w, size, stride_x, stride_y, pad):
@@ -268,6 +268,14 @@ class NumpyOps:
         if all(p.dtype == np.float32 and (p.size == 0 or p.shape[1] <= 1 or p.strides[1] == 4) for p in pieces):
             return _kernels().concat(pieces)
         return np.concatenate(pieces, axis=1)
+
+    def activate(self, x, activation):
+        """activation(x) as a new array (x itself for linear); the normalize_channels family works across axis 1."""
+        return activate(x, activation, np)
+
+    def activate_backward(self, x, dy, activation):
+        """d(loss)/dx from the pre-activation x and dy = d(loss)/d(activation(x)): a new array (dy for linear)."""
+        return activate_backward(x, dy, activation, np)
 
     def activate_(self, z, activation):
         """z = activation(z) in place: the C++ kernel for a C-contiguous float32 z, NumPy otherwise."""
@@ -518,7 +526,12 @@ class NumpyOps:
 
 
 def get_ops(device="cpu"):
+    """The ops of `device`: "cpu" (NumpyOps), "cuda" / "cuda:N" (CudaOps on a GPU, CuPy arrays) or "cuda-emulated"
+    (CudaOps with its kernels run on the CPU: slow, for tests and debugging)."""
     if device in (None, "cpu"):
         return NumpyOps()
+    if isinstance(device, str) and device.startswith("cuda"):
+        from .cuda_backend import CudaOps
+        return CudaOps(device)
     from .errors import DarknetError
-    raise DarknetError(f"device '{device}': expected 'cpu' (the CUDA engine is not available in this build)")
+    raise DarknetError(f"device '{device}': expected cpu, cuda, cuda:N or cuda-emulated")
