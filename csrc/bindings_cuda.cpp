@@ -12,6 +12,10 @@
 #include "cuda/blas.h"
 #include "cuda/runtime.h"
 #include "cuda/selftest.h"
+// convolution (area headers, one per line):
+// batch normalization:
+// pooling, resampling, routing:
+// heads, losses, optimizer:
 
 namespace py = pybind11;
 namespace cu = darknet_py::cuda;
@@ -112,4 +116,12 @@ PYBIND11_MODULE(DN_MODULE_NAME, m) {
         cu::gemm_strided_batched(trans_a, trans_b, m_, n, k, alpha, address(a), lda, stride_a, address(b), ldb,
                                  stride_b, beta, address(c), ldc, stride_c, batch, cu::as_stream(stream));
     });
+
+    // -- convolution: im2col/col2im, depthwise and grouped kernels --
+
+    // -- batch normalization --
+
+    // -- pooling, resampling, routing, shortcut --
+
+    // -- heads, losses, dropout, softmax, optimizer --
 }

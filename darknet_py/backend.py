@@ -165,6 +165,7 @@ class NumpyOps:
 
     name = "cpu"
     xp = np
+    weights_on_device = False   # layer.weights stay the NumPy arrays they are
 
     def __init__(self, dtype=np.float32):
         self.dtype = np.dtype(dtype)   # float64 only for finite-difference gradient checks

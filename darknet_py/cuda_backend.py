@@ -26,6 +26,12 @@ class DeviceError(DarknetError):
 
 
 # -- devices ------------------------------------------------------------------------------------------------------
+class DeviceArray(np.ndarray):
+    """A NumPy array standing for a device array under emulation. EmulatedDevice.asarray copies any other array into
+    one, as a transfer to a GPU would: code that changes a "device" copy and expects the host array to change (or
+    the reverse) fails under emulation as it would on a GPU."""
+
+
 class EmulatedDevice:
     """NumPy arrays and the kernels run on the CPU by darknet_py._cuda_emu."""
 
@@ -38,6 +44,12 @@ class EmulatedDevice:
         self.blas = self.kernels.blas_init([])
 
     @staticmethod
+    def asarray(x):
+        if isinstance(x, DeviceArray) and x.dtype == FLOAT and x.flags.c_contiguous:
+            return x
+        return np.array(x, dtype=FLOAT, order="C").view(DeviceArray)
+
+    @staticmethod
     def pointer(a):
         return a.ctypes.data
 
@@ -47,7 +59,7 @@ class EmulatedDevice:
 
     @staticmethod
     def to_numpy(a):
-        return a
+        return np.array(a)   # a copy, as from a GPU
 
     def available_memory(self):
         from .memory import host_available_bytes
@@ -101,6 +113,9 @@ class CupyDevice:
         self.workspace = cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=np.uint8)
         self.kernels.blas_set_workspace(self.workspace.data.ptr, self.workspace.nbytes)
 
+    def asarray(self, x):
+        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=FLOAT))
+
     @staticmethod
     def pointer(a):
         return a.data.ptr
@@ -139,6 +154,7 @@ class CudaOps:
     """The ops interface on CUDA kernels (module docstring). Arrays are float32, C-contiguous, on `device`."""
 
     dtype = np.dtype(FLOAT)
+    weights_on_device = True   # layer_params moves layer.weights to the device at their first use
 
     def __init__(self, device="cuda"):
         self.device = make_device(device) if isinstance(device, str) else device
@@ -148,8 +164,9 @@ class CudaOps:
 
     # -- arrays ---------------------------------------------------------------------------------------------------
     def asarray(self, x):
-        """x (NumPy, CuPy or a Python sequence) as a C-contiguous float32 array on the device."""
-        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=FLOAT))
+        """x (NumPy, CuPy or a Python sequence) as a C-contiguous float32 array on the device: a copy unless x is
+        one already."""
+        return self.device.asarray(x)
 
     def to_numpy(self, x):
         return self.device.to_numpy(x)
@@ -253,3 +270,11 @@ class CudaOps:
             z[...] = self.activate(z, activation)
         elif activation != "linear":
             self.k.affine_activate(self._ptr(z), self._ptr(z), 1, 1, z.size, 0, 0, activation, self._stream)
+
+    # -- convolution (conv2d, conv2d_backward, conv2d_affine_activation, conv_memory, matmul for [connected]) ---------
+
+    # -- batch normalization ------------------------------------------------------------------------------------------
+
+    # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
+
+    # -- heads, losses, dropout, softmax, optimizer -------------------------------------------------------------------

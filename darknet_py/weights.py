@@ -102,7 +102,7 @@ def weights_bytes(net, cutoff=None):
             if array is None:
                 raise DarknetWeightsError(f"{_layer_label(layer)} has no '{name}' to save: load a .weights file "
                                           f"or call init_weights first")
-            array = np.asarray(array, dtype=np.float32).reshape(shape)
+            array = np.asarray(net.ops.to_numpy(array), dtype=np.float32).reshape(shape)
             if _transposed(net.version, layer) and name == "weights":
                 array = array.T
             parts.append(np.ascontiguousarray(array).tobytes())

@@ -31,3 +31,33 @@ def one_error_line(err):
     assert "Traceback" not in err, err
     assert len(errors) == 1 and lines[-1] == errors[0], err
     return errors[0]
+
+
+# -- the CUDA engine: every CUDA test runs under emulation (CPU, always) and on a GPU where there is one ---------------
+def gpu_available():
+    """A CUDA device the engine can use: darknet_py._cuda built, a driver, CuPy and a GPU."""
+    try:
+        from darknet_py._ext import cuda_ext
+        import cupy
+        return cuda_ext is not None and cuda_ext.driver_version() > 0 and cupy.cuda.is_available()
+    except Exception:   # no CuPy, or CuPy without a driver
+        return False
+
+
+CUDA_DEVICES = [
+    pytest.param("cuda-emulated", id="emulated"),
+    pytest.param("cuda", id="gpu", marks=[pytest.mark.gpu,
+                                          pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU here")]),
+]
+
+
+@pytest.fixture(params=CUDA_DEVICES)
+def cuda_device(request):
+    """The name of a CUDA engine device: "cuda-emulated", and "cuda" on machines with a GPU."""
+    return request.param
+
+
+@pytest.fixture
+def cuda_ops(cuda_device):
+    from darknet_py.cuda_backend import CudaOps
+    return CudaOps(cuda_device)

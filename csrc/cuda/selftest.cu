@@ -111,15 +111,18 @@ __global__ void split_barrier(const float*, int64_t, float*) {
 void selftest(const std::string& name, const float* x, int64_t n, float* out, unsigned blocks, unsigned threads,
               cudaStream_t stream) {
     using Kernel = void (*)(const float*, int64_t, float*);
-    struct Entry { const char* name; Kernel kernel; size_t shared_per_thread; };
+    struct Entry { const char* name; Kernel kernel; size_t shared_per_thread, shared_fixed; };
     static const Entry entries[] = {
-        {"block_sum", block_sum, 0},           {"warp_sum", warp_sum, 0},
-        {"warp_ops", warp_ops, 0},             {"count_positive", count_positive, 0},
-        {"reverse_blocks", reverse_blocks, 4}, {"histogram", histogram, 0},
-        {"divergent_barrier", divergent_barrier, 0}, {"split_barrier", split_barrier, 0},
+        {"block_sum", block_sum, 0, 0},           {"warp_sum", warp_sum, 0, 0},
+        {"warp_ops", warp_ops, 0, 0},             {"count_positive", count_positive, 0, 0},
+        {"reverse_blocks", reverse_blocks, 4, 0}, {"histogram", histogram, 0, 0},
+        {"divergent_barrier", divergent_barrier, 0, 0}, {"split_barrier", split_barrier, 0, 0},
+        {"oversized_shared", reverse_blocks, 0, 64 * 1024},   // more than a launch may ask for without an opt-in
     };
     for (const Entry& e : entries)
-        if (name == e.name) return launch(e.name, e.kernel, blocks, threads, e.shared_per_thread * threads, stream, x, n, out);
+        if (name == e.name)
+            return launch(e.name, e.kernel, blocks, threads, e.shared_fixed + e.shared_per_thread * threads, stream, x,
+                          n, out);
     throw std::invalid_argument("unknown self-test kernel: " + name);
 }
 

@@ -1,6 +1,6 @@
 // Kernels that exercise the CUDA features the emulation provides (selftest.cu), for the emulation's own tests and
 // the same tests on a GPU: shared-memory barriers, warp shuffles and votes on full and partial warps, atomics,
-// dynamic shared memory, and (emulation only: they would hang a GPU) kernels with broken barriers.
+// dynamic shared memory, and (emulation only: they would hang or fail on a GPU) broken kernels and launches.
 #pragma once
 #include <cstdint>
 #include <string>

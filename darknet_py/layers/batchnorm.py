@@ -38,7 +38,9 @@ def layer_label(layer):
 
 def layer_params(layer, owner, names, ops):
     """`owner.weights[name]` for each name, as ops arrays of the shapes in owner's weight_layout(), or a
-    DarknetError that names the layer. `owner` is the layer itself or the one it shares weights with."""
+    DarknetError that names the layer. `owner` is the layer itself or the one it shares weights with. On a device
+    with its own memory (ops.weights_on_device) the first call moves the arrays there: `layer.weights` then holds
+    device arrays, which training updates in place (ops.to_numpy reads them back, as saving does)."""
     shapes = dict(owner.weight_layout())
     if not owner.weights:
         shared = f" (it shares layer {owner.index}'s, which has none)" if owner is not layer else ""
@@ -54,7 +56,10 @@ def layer_params(layer, owner, names, ops):
         if array.size != math.prod(shape):
             raise DarknetError(f"{layer_label(layer)} {name}: expected {shape} values, got an array of shape "
                                f"{tuple(array.shape)}")
-        params[name] = ops.asarray(array).reshape(shape)
+        value = ops.asarray(array)
+        if ops.weights_on_device and value is not array:
+            owner.weights[name] = value   # the device copy is the one used and updated from now on
+        params[name] = value.reshape(shape)
     return params
 
 

@@ -10,7 +10,7 @@ then scales (batchnorm.py); + biases; activation. Output is flat: (batch, output
 from . import register
 from .base import Layer
 from .batchnorm import accumulate, bn_backward, bn_forward, fold_batchnorm, layer_label, layer_params, weighted_names
-from ..activations import activate, activate_backward, read_activation
+from ..activations import read_activation
 from ..errors import DarknetError
 
 
@@ -62,12 +62,12 @@ class Connected(Layer):
             z += params["biases"]
             self._bn = None
         self._z = z
-        return activate(z, self.activation, ops.xp)
+        return ops.activate(z, self.activation)
 
     def backward(self, x, net):
         ops = net.ops
         params = layer_params(self, self, ("weights", "scales") if self.batch_normalize else ("weights",), ops)
-        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, ops.xp)
+        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
         if self.batch_normalize:
             dz, dscales, dbiases = bn_backward(dz, params["scales"], self._bn, ops.xp)
             accumulate(self.grads, "scales", dscales, (self.units,))

@@ -16,7 +16,7 @@ from . import register
 from .base import Layer, darknet_float, fmt_shape
 from .batchnorm import (accumulate, bn_backward, bn_forward, bn_inference_affine, fold_batchnorm, image_input,
                         layer_label, layer_params, weighted_names)
-from ..activations import activate, activate_backward, read_activation
+from ..activations import read_activation
 from ..backend import conv_output_size
 from ..errors import DarknetError
 
@@ -179,7 +179,7 @@ class Convolutional(Layer):
         ops = net.ops
         if net.train:
             self._z = self._preactivation(x, net)   # backward differentiates the activation from it
-            return activate(self._z, self.activation, ops.xp)
+            return ops.activate(self._z, self.activation)
         # Inference: batch normalization folded into a per-filter scale and shift, applied with the activation
         # in one pass; nothing is kept for backward (it recomputes the pre-activation if ever called).
         self._z = self._bn = None
@@ -194,7 +194,7 @@ class Convolutional(Layer):
         if self._z is None:
             self._z = self._preactivation(image_input(self, x), net)
         params = self._params(net, ("weights", "scales") if self.batch_normalize else ("weights",))
-        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, ops.xp)
+        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
         n = self.filters
         if self.batch_normalize:
             dz, dscales, dbiases = bn_backward(dz, params["scales"], self._bn, ops.xp)

@@ -9,7 +9,7 @@ from . import register
 from .base import Layer
 from .batchnorm import image_input
 from .route import source_delta
-from ..activations import activate, activate_backward, read_activation
+from ..activations import read_activation
 
 
 @register("sam")
@@ -35,14 +35,14 @@ class Sam(Layer):
         x = image_input(self, x)
         src = net.layers[self.source].output.reshape(x.shape)
         self._z = x * src
-        return activate(self._z, self.activation, net.ops.xp)
+        return net.ops.activate(self._z, self.activation)
 
     def backward(self, x, net):
         xp = net.ops.xp
         xi = image_input(self, x)
         other = net.layers[self.source]
         src = other.output.reshape(xi.shape)
-        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, xp)
+        dz = net.ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
         delta = source_delta(other, xp)
         delta.reshape(xi.shape)[...] += dz * xi
         return (dz * src).reshape(x.shape)

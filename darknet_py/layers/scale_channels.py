@@ -11,7 +11,7 @@ activation is taken from the output, here from the product, see activations.py).
 from . import register
 from .base import Layer
 from .route import source_delta
-from ..activations import activate, activate_backward, read_activation
+from ..activations import read_activation
 
 
 @register("scale_channels")
@@ -48,12 +48,12 @@ class ScaleChannels(Layer):
     def forward(self, x, net):
         _, src, scale = self._operands(x, net)
         self._z = scale * src
-        return activate(self._z, self.activation, net.ops.xp)
+        return net.ops.activate(self._z, self.activation)
 
     def backward(self, x, net):
         xp = net.ops.xp
         other, src, scale = self._operands(x, net)
-        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, xp)
+        dz = net.ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
         delta = source_delta(other, xp)
         delta.reshape(src.shape)[...] += dz * scale
         dx = xp.sum(dz * src, axis=1 if self.scale_wh else (2, 3))

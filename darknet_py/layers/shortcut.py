@@ -30,7 +30,7 @@ from . import register
 from .base import Layer, darknet_float, fmt_shape
 from .batchnorm import accumulate, image_input, layer_params
 from .route import source_delta
-from ..activations import activate, activate_backward, read_activation
+from ..activations import read_activation
 
 WEIGHTS_EPS = 0.0001
 
@@ -105,7 +105,6 @@ class Shortcut(Layer):
             yield other, out, min(self.c, other.out_c)
 
     def forward(self, x, net):
-        xp = net.ops.xp
         x = image_input(self, x)
         self._raw_normalized = self._normalized(net)   # backward uses them too
         wn = self._raw_normalized[1]
@@ -114,12 +113,12 @@ class Shortcut(Layer):
             term = src[:, :m] if wn is None else src[:, :m] * self._scale(wn[k + 1], m)
             z[:, :m] += term
         self._z = z
-        return activate(z, self.activation, xp)
+        return net.ops.activate(z, self.activation)
 
     def backward(self, x, net):
         xp = net.ops.xp
         xi = image_input(self, x)
-        dz = activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation, xp)
+        dz = net.ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
         raw, wn = self._raw_normalized
         dx = dz * self._scale(wn[0], self.c) if wn is not None else dz
         per_channel = wn is not None and wn.shape[1] > 1
