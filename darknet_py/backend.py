@@ -525,6 +525,12 @@ class NumpyOps:
                     dx[b, j * cg:(j + 1) * cg] = self.col2im(wmat[j * fg:(j + 1) * fg].T @ dyj, cg, g)
         return dx, dw
 
+    # -- batch normalization (the NumPy reference of CudaOps' kernels) ---------------------------------------------
+
+    # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
+
+    # -- heads, losses, dropout, softmax, optimizer -------------------------------------------------------------------
+
 
 def get_ops(device="cpu"):
     """The ops of `device`: "cpu" (NumpyOps), "cuda" / "cuda:N" (CudaOps on a GPU, CuPy arrays) or "cuda-emulated"
