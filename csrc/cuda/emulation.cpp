@@ -17,7 +17,6 @@
 
 namespace dn_emu {
 
-thread_local ThreadState* current_thread = nullptr;
 thread_local uint3 block_index{0, 0, 0};
 thread_local dim3 block_dim;
 thread_local dim3 grid_dim;
@@ -25,7 +24,8 @@ thread_local dim3 grid_dim;
 namespace {
 
 constexpr unsigned MAX_BLOCK_THREADS = 1024;
-constexpr size_t STACK_BYTES = 256 * 1024;   // per emulated thread; reserved, touched only as used
+// Per emulated thread: FIBER_STACK_BYTES reserved (touched only as used), a guard page at the bottom, the
+// ThreadState at the top, the stack in between.
 constexpr size_t MAX_DYNAMIC_SHARED = 48 * 1024;   // without cudaFuncSetAttribute, which we do not emulate
 constexpr uint64_t POISON = ~uint64_t(0);   // what a shuffle from a lane outside the operation reads (NaN, -1)
 
@@ -36,9 +36,10 @@ std::string dims(dim3 d) {
 }
 
 // -- context switch --------------------------------------------------------------------------------------------
-// x86-64: save the callee-saved registers and the SSE/x87 control words on the current stack, store the stack
-// pointer, load the other one, restore its registers and return into it. A new fiber's stack is prepared so that
-// this return lands in dn_emu_fiber_start with the entry function in r13 and its argument in r12.
+// x86-64: save the callee-saved registers on the current stack, store the stack pointer, load the other one,
+// restore its registers and return into it. The SSE/x87 control words are not switched: kernels never change them,
+// so every fiber keeps the scheduler's. A new fiber's stack is prepared so that this return lands in
+// dn_emu_fiber_start with the entry function in r13 and its argument in r12.
 #if defined(__x86_64__)
 extern "C" void dn_emu_switch(void** save_sp, void* load_sp);
 extern "C" void dn_emu_fiber_start();
@@ -54,14 +55,8 @@ dn_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -87,19 +82,14 @@ struct Context {
 };
 
 void make_context(Context& context, char* stack, size_t bytes, void (*entry)(void*), void* arg) {
-    uint32_t mxcsr;
-    uint16_t fpu_control;
-    asm volatile("stmxcsr %0" : "=m"(mxcsr));
-    asm volatile("fnstcw %0" : "=m"(fpu_control));
     const uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t(15);
-    // 8 words popped by dn_emu_switch (control words, r15, r14, r13, r12, rbx, rbp, return address): the stack is
-    // 16-byte aligned after the return, as dn_emu_fiber_start's call expects.
-    uint64_t* sp = reinterpret_cast<uint64_t*>(top - 16 - 64);
-    sp[0] = uint64_t(mxcsr) | (uint64_t(fpu_control) << 32);
-    sp[1] = sp[2] = sp[5] = sp[6] = 0;
-    sp[3] = reinterpret_cast<uint64_t>(entry);
-    sp[4] = reinterpret_cast<uint64_t>(arg);
-    sp[7] = reinterpret_cast<uint64_t>(&dn_emu_fiber_start);
+    // 7 words popped by dn_emu_switch (r15, r14, r13, r12, rbx, rbp, return address): the stack is 16-byte aligned
+    // after the return, as dn_emu_fiber_start's call expects.
+    uint64_t* sp = reinterpret_cast<uint64_t*>(top - 16 - 56);
+    sp[0] = sp[1] = sp[4] = sp[5] = 0;
+    sp[2] = reinterpret_cast<uint64_t>(entry);
+    sp[3] = reinterpret_cast<uint64_t>(arg);
+    sp[6] = reinterpret_cast<uint64_t>(&dn_emu_fiber_start);
     context.sp = sp;
 }
 
@@ -133,6 +123,7 @@ struct Fiber {
     Context context;
     ThreadState registers;
     State state = State::done;
+    char* stack = nullptr;      // the bottom of its stack region, taken from the worker's free stacks at its first run
     int predicate = 0;          // __syncthreads_count's argument, then the count
     WarpOp op = WarpOp::sync;   // the pending warp operation: its arguments, then the lane's result
     unsigned mask = 0;
@@ -141,33 +132,49 @@ struct Fiber {
     int width = 32;
 };
 
-// One per OS thread that runs blocks: its fibers' stacks (a guard page below each) and the running block.
+// One per OS thread that runs blocks: its fibers' stacks and the running block.
 struct Worker {
     std::vector<Fiber> fibers;
+    char* memory = nullptr;   // the mapping: MAX_BLOCK_THREADS stack regions, aligned to FIBER_STACK_BYTES
     char* stacks = nullptr;
-    size_t stride = 0;
+    size_t page = 0;
     Context scheduler;
     Fiber* running = nullptr;
     const std::function<void()>* body = nullptr;
     const char* kernel = "";
     std::exception_ptr error;
     std::vector<uint64_t> shared;   // dynamic shared memory, 8-byte units (16-byte aligned by the allocator)
+    std::vector<char*> free_stacks;  // stacks of finished threads, reused first: a kernel without barriers runs
+                                     // every thread of a block on one stack, which stays in the cache
 
-    Worker() : fibers(MAX_BLOCK_THREADS) {
-        const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-        stride = STACK_BYTES + page;
-        void* memory = mmap(nullptr, stride * MAX_BLOCK_THREADS, PROT_READ | PROT_WRITE,
+    Worker() : fibers(MAX_BLOCK_THREADS), page(static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
+        void* mapped = mmap(nullptr, mapping_bytes(), PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (memory == MAP_FAILED) throw std::bad_alloc();
-        stacks = static_cast<char*>(memory);
-        for (unsigned i = 0; i < MAX_BLOCK_THREADS; ++i) mprotect(stacks + i * stride, page, PROT_NONE);
+        if (mapped == MAP_FAILED) throw std::bad_alloc();
+        memory = static_cast<char*>(mapped);
+        const uintptr_t aligned = (reinterpret_cast<uintptr_t>(memory) + FIBER_STACK_BYTES - 1) & ~(FIBER_STACK_BYTES - 1);
+        stacks = reinterpret_cast<char*>(aligned);
+        for (unsigned i = MAX_BLOCK_THREADS; i-- > 0;) {
+            mprotect(stacks + i * FIBER_STACK_BYTES, page, PROT_NONE);
+            free_stacks.push_back(stacks + i * FIBER_STACK_BYTES);
+        }
     }
-    ~Worker() { munmap(stacks, stride * MAX_BLOCK_THREADS); }
+    ~Worker() { munmap(memory, mapping_bytes()); }
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
-    char* stack(unsigned i) const { return stacks + i * stride + (stride - STACK_BYTES); }
+    static size_t mapping_bytes() { return FIBER_STACK_BYTES * (MAX_BLOCK_THREADS + 1); }
 };
+
+void fiber_main(void* arg);
+
+// Prepares `fiber` to start on the stack region at `region`: its ThreadState at the top, the stack below.
+void start_fiber(Worker& worker, Fiber& fiber, char* region) {
+    fiber.stack = region;
+    *reinterpret_cast<ThreadState*>(region + FIBER_STACK_BYTES - THREAD_STATE_BYTES) = fiber.registers;
+    make_context(fiber.context, region + worker.page, FIBER_STACK_BYTES - THREAD_STATE_BYTES - worker.page, fiber_main,
+                 &worker);
+}
 
 Worker& this_worker() {
     thread_local std::unique_ptr<Worker> worker(new Worker());
@@ -308,6 +315,15 @@ bool resolve_barrier(Worker& worker, unsigned threads, unsigned finished) {
          " have returned");
 }
 
+// Puts back the stacks of a block's unfinished threads (after an error abandoned them).
+void reclaim_stacks(Worker& worker, unsigned threads) {
+    for (unsigned i = 0; i < threads; ++i) {
+        Fiber& f = worker.fibers[i];
+        if (f.stack) worker.free_stacks.push_back(f.stack);
+        f.stack = nullptr;
+    }
+}
+
 void run_block(Worker& worker, unsigned threads) {
     const unsigned bx = block_dim.x, bxy = block_dim.x * block_dim.y;
     for (unsigned i = 0; i < threads; ++i) {
@@ -315,7 +331,6 @@ void run_block(Worker& worker, unsigned threads) {
         f.registers.idx = uint3{i % bx, (i % bxy) / bx, i / bxy};
         f.registers.linear = i;
         f.state = State::ready;
-        make_context(f.context, worker.stack(i), STACK_BYTES, fiber_main, &worker);
     }
     if (!worker.shared.empty()) std::memset(worker.shared.data(), 0xff, worker.shared.size() * 8);   // NaN
     unsigned finished = 0;
@@ -323,15 +338,27 @@ void run_block(Worker& worker, unsigned threads) {
         for (unsigned i = 0; i < threads; ++i) {
             Fiber& f = worker.fibers[i];
             if (f.state != State::ready) continue;
+            if (!f.stack) {   // first run of this thread
+                start_fiber(worker, f, worker.free_stacks.back());
+                worker.free_stacks.pop_back();
+            }
             worker.running = &f;
-            current_thread = &f.registers;
             swap_context(worker.scheduler, f.context);
-            if (worker.error) return;
-            finished += f.state == State::done;
+            if (worker.error) return reclaim_stacks(worker, threads);
+            if (f.state == State::done) {
+                ++finished;
+                worker.free_stacks.push_back(f.stack);
+                f.stack = nullptr;
+            }
         }
-        current_thread = nullptr;
         if (finished == threads) return;
-        if (!resolve_warps(worker, threads) && !resolve_barrier(worker, threads, finished)) deadlock(worker, threads);
+        try {
+            if (!resolve_warps(worker, threads) && !resolve_barrier(worker, threads, finished))
+                deadlock(worker, threads);
+        } catch (...) {
+            reclaim_stacks(worker, threads);
+            throw;
+        }
     }
 }
 

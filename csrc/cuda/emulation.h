@@ -92,7 +92,15 @@ struct ThreadState {
     unsigned linear;   // idx.x + idx.y * blockDim.x + idx.z * blockDim.x * blockDim.y
 };
 
-extern thread_local ThreadState* current_thread;
+// Every emulated thread runs on a stack of FIBER_STACK_BYTES aligned to its size, with its ThreadState in the top
+// THREAD_STATE_BYTES: a kernel finds its threadIdx from its own frame address, without a thread-local lookup.
+constexpr uintptr_t FIBER_STACK_BYTES = 256 * 1024;
+constexpr uintptr_t THREAD_STATE_BYTES = 64;
+__attribute__((always_inline)) inline ThreadState& this_thread() {
+    const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    return *reinterpret_cast<ThreadState*>((frame | (FIBER_STACK_BYTES - 1)) + 1 - THREAD_STATE_BYTES);
+}
+
 extern thread_local uint3 block_index;
 extern thread_local dim3 block_dim;
 extern thread_local dim3 grid_dim;
@@ -129,7 +137,7 @@ inline T from_bits(uint64_t bits) {
 
 }  // namespace dn_emu
 
-#define threadIdx (::dn_emu::current_thread->idx)
+#define threadIdx (::dn_emu::this_thread().idx)
 #define blockIdx (::dn_emu::block_index)
 #define blockDim (::dn_emu::block_dim)
 #define gridDim (::dn_emu::grid_dim)
