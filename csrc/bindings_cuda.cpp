@@ -13,6 +13,8 @@
 #include "cuda/runtime.h"
 #include "cuda/selftest.h"
 // convolution (area headers, one per line):
+#include "cuda/conv.h"
+#include "cuda/depthwise.h"
 // batch normalization:
 // pooling, resampling, routing:
 // heads, losses, optimizer:
@@ -118,6 +120,43 @@ PYBIND11_MODULE(DN_MODULE_NAME, m) {
     });
 
     // -- convolution: im2col/col2im, depthwise and grouped kernels --
+    // module_local: _cuda and _cuda_emu both bind this type and may be imported together
+    py::class_<cu::ConvShape>(m, "ConvShape", py::module_local())
+        .def(py::init([](int64_t channels, int64_t height, int64_t width, int64_t filters, int64_t groups,
+                         int64_t size, int64_t stride_x, int64_t stride_y, int64_t dilation, int64_t offset,
+                         int64_t out_h, int64_t out_w) {
+                 return cu::ConvShape{channels, height, width, filters, groups, size, stride_x, stride_y, dilation,
+                                      offset, out_h, out_w};
+             }),
+             py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("filters"), py::arg("groups"),
+             py::arg("size"), py::arg("stride_x"), py::arg("stride_y"), py::arg("dilation"), py::arg("offset"),
+             py::arg("out_h"), py::arg("out_w"));
+    m.def("im2col", [](uintptr_t x, int64_t images, const cu::ConvShape& s, uintptr_t cols, uintptr_t stream) {
+        cu::im2col(address(x), images, s, address(cols), cu::as_stream(stream));
+    });
+    m.def("col2im", [](uintptr_t cols, int64_t images, const cu::ConvShape& s, uintptr_t dx, uintptr_t stream) {
+        cu::col2im(address(cols), images, s, address(dx), cu::as_stream(stream));
+    });
+    m.def("swap_leading_axes", [](uintptr_t in, uintptr_t out, int64_t outer, int64_t inner, int64_t n,
+                                  uintptr_t stream) {
+        cu::swap_leading_axes(address(in), address(out), outer, inner, n, cu::as_stream(stream));
+    });
+    m.def("grouped_conv_fits", &cu::grouped_conv_fits);
+    m.def("grouped_conv_forward", [](uintptr_t x, uintptr_t w, uintptr_t scale, uintptr_t shift, const std::string& act,
+                                     uintptr_t out, int64_t images, const cu::ConvShape& s, uintptr_t stream) {
+        cu::grouped_conv_forward(address(x), address(w), address(scale), address(shift), activation_named(act),
+                                 address(out), images, s, cu::as_stream(stream));
+    });
+    m.def("grouped_conv_dgrad", [](uintptr_t dy, uintptr_t w, uintptr_t dx, int64_t images, const cu::ConvShape& s,
+                                   uintptr_t stream) {
+        cu::grouped_conv_dgrad(address(dy), address(w), address(dx), images, s, cu::as_stream(stream));
+    });
+    m.def("grouped_conv_wgrad_partials", &cu::grouped_conv_wgrad_partials);
+    m.def("grouped_conv_wgrad", [](uintptr_t x, uintptr_t dy, uintptr_t partials, uintptr_t dw, int64_t images,
+                                   const cu::ConvShape& s, uintptr_t stream) {
+        cu::grouped_conv_wgrad(address(x), address(dy), address(partials), address(dw), images, s,
+                               cu::as_stream(stream));
+    });
 
     // -- batch normalization --
 

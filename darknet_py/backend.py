@@ -525,6 +525,16 @@ class NumpyOps:
                     dx[b, j * cg:(j + 1) * cg] = self.col2im(wmat[j * fg:(j + 1) * fg].T @ dyj, cg, g)
         return dx, dw
 
+    def linear(self, x, w):
+        """x @ w.T for x (batch, inputs) and w (outputs, inputs): [connected]'s product, a new (batch, outputs)
+        array."""
+        return x @ w.T
+
+    def linear_backward(self, x, w, dz, need_dx=True):
+        """Gradients of linear: (dx, dw) = (dz @ w, dz.T @ x) for dz = d(loss)/d(x @ w.T); dx is None when need_dx
+        is false."""
+        return (dz @ w if need_dx else None), dz.T @ x
+
     # -- batch normalization (the NumPy reference of CudaOps' kernels) ---------------------------------------------
 
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------

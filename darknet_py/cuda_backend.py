@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from .activations import CHANNEL_ACTIVATIONS
+from .backend import _Geometry
 from .errors import DarknetError
 
 FLOAT = np.float32
@@ -272,6 +273,194 @@ class CudaOps:
             self.k.affine_activate(self._ptr(z), self._ptr(z), 1, 1, z.size, 0, 0, activation, self._stream)
 
     # -- convolution (conv2d, conv2d_backward, conv2d_affine_activation, conv_memory, matmul for [connected]) ---------
+    # Paths (conv_path): "pointwise" (1x1, stride 1, no padding: per group one strided-batched GEMM over the whole
+    # batch, the weights shared with stride 0), "depthwise" and "grouped" (the direct kernels of csrc/cuda/
+    # depthwise.cu, no im2col: groups == channels == filters, and the other grouped convolutions), "im2col" (the
+    # columns of a chunk of images, then one strided-batched GEMM per group; col2im for the input gradient). Chunks
+    # keep the GEMM paths' buffers within conv_workspace_bytes (one image at least).
+    CONV_WORKSPACE_BYTES = 64 * 1024 * 1024
+    GEMM_MAX_GROUPS = 8   # grouped 1x1 convolutions with more groups than this run on the direct kernels
+    DIRECT_PATHS = ("depthwise", "grouped")
+
+    conv_workspace_bytes = CONV_WORKSPACE_BYTES
+
+    def conv_path(self, c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
+                  train, dtype=FLOAT):
+        """The algorithm that computes this convolution, the one dispatch of conv2d, conv2d_backward,
+        conv2d_affine_activation and conv_memory: "pointwise", "depthwise", "grouped" or "im2col" (see above). A
+        kernel size, stride or dilation whose tiles do not fit the direct kernels' shared memory takes "im2col"."""
+        pointwise = size == 1 and pad == 0 and stride_x == stride_y == 1
+        if (groups > 1 and not (pointwise and groups <= self.GEMM_MAX_GROUPS) and
+                self.k.grouped_conv_fits(size, stride_x, stride_y, dilation)):
+            return "depthwise" if groups == c == filters else "grouped"
+        return "pointwise" if pointwise else "im2col"
+
+    def _conv_setup(self, x, w, stride_x, stride_y, pad, dilation, groups):
+        """(x C-contiguous, the kernels' ConvShape, backend._Geometry, path) of conv2d(x, w, ...), shapes checked."""
+        if x.ndim != 4 or w.ndim != 4 or w.shape[2] != w.shape[3]:
+            raise ValueError(f"conv2d: x {x.shape} and weights {w.shape}: expected (batch, c, h, w) and (filters, "
+                             f"c/groups, size, size)")
+        _, c, h, width = x.shape
+        filters, cg, size, _ = w.shape
+        if groups < 1 or filters % groups or cg * groups != c:
+            raise ValueError(f"conv2d: weights {w.shape} with groups={groups} do not fit {c} input channels")
+        g = _Geometry(c, h, width, size, stride_x, stride_y, pad, dilation)
+        shape = self.k.ConvShape(c, h, width, filters, groups, size, stride_x, stride_y, dilation, g.off, g.out_h,
+                                 g.out_w)
+        path = self.conv_path(c, filters, size, stride_x, stride_y, pad, dilation, groups, g.out_h, g.out_w, None, True)
+        return self.xp.ascontiguousarray(x), shape, g, path
+
+    def _conv_workspace_floats(self, path, rows, filters, pixels, train):
+        """Floats per image of the GEMM paths' chunk buffers: the columns (rows x pixels) in inference; in training
+        the swapped output gradient and the columns, and for im2col the columns' gradient."""
+        if not train:
+            return 0 if path == "pointwise" else rows * pixels
+        return (filters + rows * (2 if path == "im2col" else 1)) * pixels
+
+    def _conv_chunk(self, batch, floats_per_image):
+        """Images per chunk of the GEMM paths."""
+        return max(1, min(batch, self.conv_workspace_bytes // max(1, 4 * floats_per_image)))
+
+    def _at(self, a, offset, what):
+        """The address of element `offset` (in floats) of the device array a."""
+        return self._ptr(a, what) + 4 * offset
+
+    def _gemm_at(self, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc, stride_c, count=1, trans_a=False,
+                 trans_b=False, beta=0.0):
+        """C_i = op(A_i) @ op(B_i) + beta * C_i for i < count on row-major sub-matrices of larger arrays, which gemm's
+        whole arrays cannot express: addresses a, b, c; leading dimensions and batch strides in floats; op(A) m x k,
+        op(B) k x n (A stored k x m when trans_a, B stored n x k when trans_b)."""
+        self.k.gemm(trans_b, trans_a, n, m, k, 1.0, b, ldb, stride_b, a, lda, stride_a, beta, c, ldc, stride_c, count,
+                    self._stream)
+
+    def conv2d(self, x, w, stride_x=1, stride_y=1, pad=0, dilation=1, groups=1):
+        """Darknet's convolution (see backend.py's module docstring) of x (batch, c, h, w) with w (filters,
+        c/groups, size, size), without bias: (batch, filters, out_h, out_w)."""
+        return self._conv_forward(x, w, None, None, "linear", stride_x, stride_y, pad, dilation, groups)
+
+    def conv2d_affine_activation(self, x, w, scale, shift, activation, stride_x=1, stride_y=1, pad=0, dilation=1,
+                                 groups=1):
+        """Inference: activation(conv2d(x, w) * scale[f] + shift[f]) per filter f, without keeping the
+        pre-activation (scale None means 1: a plain bias). The direct kernels apply it in their epilogue; the GEMM
+        paths in one kernel after the GEMMs (cuBLAS has no epilogue)."""
+        return self._conv_forward(x, w, scale, shift, activation, stride_x, stride_y, pad, dilation, groups)
+
+    def _conv_forward(self, x, w, scale, shift, activation, stride_x, stride_y, pad, dilation, groups):
+        x, shape, g, path = self._conv_setup(x, w, stride_x, stride_y, pad, dilation, groups)
+        batch, c, h, width = x.shape
+        filters, cg, size, _ = w.shape
+        for name, v in (("scale", scale), ("shift", shift)):
+            if v is not None and v.size != filters:
+                raise ValueError(f"conv2d_affine_activation: {name} of {v.size} values for {filters} filters")
+        out = self.empty((batch, filters, g.out_h, g.out_w))
+        if path in self.DIRECT_PATHS:
+            fused = "linear" if activation in CHANNEL_ACTIVATIONS else activation
+            self.k.grouped_conv_forward(self._ptr(x, "conv2d x"), self._ptr(w, "conv2d weights"),
+                                        self._ptr(scale, "scale"), self._ptr(shift, "shift"), fused,
+                                        self._ptr(out), batch, shape, self._stream)
+            return out if fused == activation else self.activate(out, activation)
+        fg, pixels, rows = filters // groups, g.out_h * g.out_w, cg * size * size
+        if path == "pointwise":
+            for j in range(groups):
+                self._gemm_at(fg, pixels, cg, self._at(w, j * fg * cg, "conv2d weights"), cg, 0,
+                              self._at(x, j * cg * pixels, "conv2d x"), pixels, c * pixels,
+                              self._at(out, j * fg * pixels, "out"), pixels, filters * pixels, batch)
+        else:
+            chunk = self._conv_chunk(batch, self._conv_workspace_floats(path, rows, filters, pixels, False))
+            cols = self.empty((rows, chunk * pixels))
+            for first in range(0, batch, chunk):
+                images = min(chunk, batch - first)
+                for j in range(groups):
+                    self.k.im2col(self._at(x, (first * c + j * cg) * h * width, "conv2d x"), images, shape,
+                                  self._ptr(cols), self._stream)
+                    # out[first + i, group j] = W_j @ cols[:, image i]: the columns of image i are `pixels` apart
+                    self._gemm_at(fg, pixels, rows, self._at(w, j * fg * rows, "conv2d weights"), rows, 0,
+                                  self._ptr(cols), images * pixels, pixels,
+                                  self._at(out, (first * filters + j * fg) * pixels, "out"), pixels, filters * pixels,
+                                  images)
+        if scale is None and shift is None and activation == "linear":
+            return out
+        return self.affine_activation(out, scale, shift, activation)
+
+    def conv2d_backward(self, x, w, dy, stride_x=1, stride_y=1, pad=0, dilation=1, groups=1, need_dx=True):
+        """Gradients of conv2d: (dx, dw) for d(loss)/d(output) dy; dx is None when need_dx is false. Weight
+        gradients sum over the images in the kernels (direct paths: partial sums per block, then a sum) or in the
+        GEMM (a chunk's images are one long K dimension: its output gradient swapped to (filters, images*pixels))."""
+        x, shape, g, path = self._conv_setup(x, w, stride_x, stride_y, pad, dilation, groups)
+        batch, c, h, width = x.shape
+        filters, cg, size, _ = w.shape
+        dy = self.xp.ascontiguousarray(dy)
+        if tuple(dy.shape) != (batch, filters, g.out_h, g.out_w):
+            raise ValueError(f"conv2d_backward: dy {dy.shape}; expected {(batch, filters, g.out_h, g.out_w)}")
+        dw = self.empty(w.shape)
+        dx = self.empty(x.shape) if need_dx else None
+        if path in self.DIRECT_PATHS:
+            if need_dx:
+                self.k.grouped_conv_dgrad(self._ptr(dy, "dy"), self._ptr(w, "conv2d weights"), self._ptr(dx), batch,
+                                          shape, self._stream)
+            partials = self.empty(self.k.grouped_conv_wgrad_partials(batch, shape))
+            self.k.grouped_conv_wgrad(self._ptr(x, "conv2d x"), self._ptr(dy, "dy"), self._ptr(partials),
+                                      self._ptr(dw), batch, shape, self._stream)
+            return dx, dw
+        fg, pixels, rows = filters // groups, g.out_h * g.out_w, cg * size * size
+        col_grads = need_dx and path == "im2col"
+        chunk = self._conv_chunk(batch, self._conv_workspace_floats(path, rows, filters, pixels, True))
+        dy_rows = self.empty((filters, chunk * pixels))
+        cols = self.empty((rows, chunk * pixels))
+        dcols = self.empty((rows, chunk * pixels)) if col_grads else None
+        for first in range(0, batch, chunk):
+            images = min(chunk, batch - first)
+            columns = images * pixels
+            self.k.swap_leading_axes(self._at(dy, first * filters * pixels, "dy"), self._ptr(dy_rows), images, filters,
+                                     pixels, self._stream)
+            for j in range(groups):
+                dy_j = self._at(dy_rows, j * fg * columns, "dy")
+                self.k.im2col(self._at(x, (first * c + j * cg) * h * width, "conv2d x"), images, shape,
+                              self._ptr(cols), self._stream)
+                # dW_j (+)= dY_j (fg x columns) @ cols^T (columns x rows)
+                self._gemm_at(fg, rows, columns, dy_j, columns, 0, self._ptr(cols), columns, 0,
+                              self._at(dw, j * fg * rows, "dw"), rows, 0, trans_b=True, beta=0.0 if first == 0 else 1.0)
+                if col_grads:
+                    self._gemm_at(rows, columns, fg, self._at(w, j * fg * rows, "conv2d weights"), rows, 0, dy_j,
+                                  columns, 0, self._ptr(dcols), columns, 0, trans_a=True)
+                    self.k.col2im(self._ptr(dcols), images, shape, self._at(dx, (first * c + j * cg) * h * width, "dx"),
+                                  self._stream)
+        if need_dx and path == "pointwise":
+            for j in range(groups):   # dx[b, group j] = W_j^T @ dy[b, group j], batched over the images
+                self._gemm_at(cg, pixels, fg, self._at(w, j * fg * cg, "conv2d weights"), cg, 0,
+                              self._at(dy, j * fg * pixels, "dy"), pixels, filters * pixels,
+                              self._at(dx, j * cg * pixels, "dx"), pixels, c * pixels, batch, trans_a=True)
+        return dx, dw
+
+    def conv_memory(self, layer, batch, train):
+        """(path, cache_bytes, scratch_bytes) of a convolutional layer's forward at `batch` (and its backward in
+        training), from its shapes: nothing is cached; scratch is the GEMM paths' chunk buffers or the direct
+        weight gradient's partial sums (device memory, from CuPy's pool, freed after the layer)."""
+        c, filters, size, groups = layer.c, layer.filters, layer.size, layer.groups
+        path = self.conv_path(c, filters, size, layer.stride_x, layer.stride_y, layer.padding, layer.dilation, groups,
+                              layer.out_h, layer.out_w, layer.activation, train)
+        if path in self.DIRECT_PATHS:
+            if not train:
+                return path, 0, 0
+            shape = self.k.ConvShape(c, layer.h, layer.w, filters, groups, size, layer.stride_x, layer.stride_y,
+                                     layer.dilation, layer.padding * layer.dilation, layer.out_h, layer.out_w)
+            return path, 0, 4 * self.k.grouped_conv_wgrad_partials(batch, shape)
+        per_image = self._conv_workspace_floats(path, c // groups * size * size, filters, layer.out_h * layer.out_w,
+                                                train)
+        return path, 0, 4 * per_image * self._conv_chunk(batch, per_image)
+
+    def linear(self, x, w):
+        """x @ w.T for x (batch, inputs) and w (outputs, inputs): [connected]'s product, a new (batch, outputs)
+        array."""
+        x = self.xp.ascontiguousarray(x)
+        return self.gemm(x, w, self.empty((x.shape[0], w.shape[0])), trans_b=True)
+
+    def linear_backward(self, x, w, dz, need_dx=True):
+        """Gradients of linear: (dx, dw) = (dz @ w, dz.T @ x) for dz = d(loss)/d(x @ w.T); dx is None when need_dx
+        is false."""
+        x, dz = self.xp.ascontiguousarray(x), self.xp.ascontiguousarray(dz)
+        dw = self.gemm(dz, x, self.empty(w.shape), trans_a=True)
+        return (self.gemm(dz, w, self.empty(x.shape)) if need_dx else None), dw
 
     # -- batch normalization ------------------------------------------------------------------------------------------
 

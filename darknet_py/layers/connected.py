@@ -55,7 +55,7 @@ class Connected(Layer):
         ops = net.ops
         x = self._flat(x)
         params = layer_params(self, self, weighted_names(self), ops)
-        z = x @ params["weights"].T
+        z = ops.linear(x, params["weights"])
         if self.batch_normalize:
             z, self._bn = bn_forward(self, z, params, self.weights, net.train, ops)
         else:
@@ -74,8 +74,9 @@ class Connected(Layer):
         else:
             dbiases = ops.xp.sum(dz, axis=0)
         accumulate(self.grads, "biases", dbiases, (self.units,))
-        accumulate(self.grads, "weights", dz.T @ self._flat(x), (self.units, self.inputs))
-        return (dz @ params["weights"]).reshape(x.shape)
+        dx, dw = ops.linear_backward(self._flat(x), params["weights"], dz)
+        accumulate(self.grads, "weights", dw, (self.units, self.inputs))
+        return dx.reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
