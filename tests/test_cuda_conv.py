@@ -87,6 +87,9 @@ def run_conv(ops, x, w, geometry, scale=None, shift=None, activation=None, dy=No
     if dy is None:
         return ops.to_numpy(out), None, None
     dx, dw = ops.conv2d_backward(xd, wd, ops.asarray(dy), sx, sy, pad, d, groups)
+    no_dx, dw_alone = ops.conv2d_backward(xd, wd, ops.asarray(dy), sx, sy, pad, d, groups, need_dx=False)
+    assert no_dx is None
+    np.testing.assert_array_equal(ops.to_numpy(dw_alone), ops.to_numpy(dw))
     return ops.to_numpy(out), ops.to_numpy(dx), ops.to_numpy(dw)
 
 
@@ -268,6 +271,10 @@ LAYER_CASES = {
     "channel-multiplier": [conv(filters=8, groups=4, size=3, activation="tanh")],
     "normalize-channels": [conv(activation="normalize_channels_softmax")],
     "share_index": [conv(filters=4), conv(filters=4, share_index=0)],
+    "batchnorm": [conv(batch_normalize=1)],
+    "batchnorm-depthwise-stride2": [conv(filters=4, groups=4, stride=2, batch_normalize=1, activation="swish")],
+    "batchnorm-groups2-1x1": [conv(filters=6, size=1, pad=0, groups=2, batch_normalize=1, activation="mish")],
+    "batchnorm-share_index": [conv(filters=4, batch_normalize=1), conv(filters=4, batch_normalize=1, share_index=0)],
     "stack": [conv(filters=6, size=3, stride=2), conv(filters=6, groups=6, size=5), conv(filters=3, size=1, pad=0)],
 }
 
