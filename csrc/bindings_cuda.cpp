@@ -18,6 +18,11 @@
 // batch normalization:
 // pooling, resampling, routing:
 // heads, losses, optimizer:
+#include "cuda/cost.h"
+#include "cuda/dropout.h"
+#include "cuda/heads.h"
+#include "cuda/optimizer.h"
+#include "cuda/softmax.h"
 
 namespace py = pybind11;
 namespace cu = darknet_py::cuda;
@@ -50,6 +55,13 @@ cu::ChannelNorm channel_norm_named(const std::string& name) {
     if (name == "normalize_channels_softmax") return cu::ChannelNorm::softmax;
     if (name == "normalize_channels_softmax_maxval") return cu::ChannelNorm::softmax_maxval;
     throw py::value_error("'" + name + "' is not a normalize_channels activation");
+}
+
+cu::CostType cost_named(const std::string& name) {
+    if (name == "sse") return cu::CostType::sse;
+    if (name == "masked") return cu::CostType::masked;
+    if (name == "smooth") return cu::CostType::smooth;
+    throw py::value_error("cost type '" + name + "': expected sse, masked or smooth");
 }
 
 }  // namespace
@@ -163,4 +175,55 @@ PYBIND11_MODULE(DN_MODULE_NAME, m) {
     // -- pooling, resampling, routing, shortcut --
 
     // -- heads, losses, dropout, softmax, optimizer --
+    m.def("softmax_rows", [](uintptr_t x, uintptr_t y, int64_t images, int64_t rows, int64_t length,
+                             int64_t image_stride, int64_t row_stride, float temperature, uintptr_t stream) {
+        cu::softmax_rows(address(x), address(y), {images, rows, length, image_stride, row_stride}, temperature,
+                         cu::as_stream(stream));
+    });
+    m.def("softmax_rows_backward", [](uintptr_t y, uintptr_t dy, uintptr_t dx, int64_t images, int64_t rows,
+                                      int64_t length, int64_t image_stride, int64_t row_stride, float temperature,
+                                      uintptr_t stream) {
+        cu::softmax_rows_backward(address(y), address(dy), address(dx),
+                                  {images, rows, length, image_stride, row_stride}, temperature,
+                                  cu::as_stream(stream));
+    });
+    m.def("softmax_cross_entropy", [](uintptr_t y, uintptr_t truth, uintptr_t grad, uintptr_t loss, int64_t n,
+                                      uintptr_t stream) {
+        cu::softmax_cross_entropy(address(y), address(truth), address(grad), address(loss), n, cu::as_stream(stream));
+    });
+    m.def("cost_loss", [](uintptr_t x, uintptr_t truth, uintptr_t grad, uintptr_t error, int64_t n,
+                          const std::string& type, float scale, uintptr_t stream) {
+        cu::cost_loss(address(x), address(truth), address(grad), address(error), n, cost_named(type), scale,
+                      cu::as_stream(stream));
+    });
+    m.def("dropout", [](uintptr_t x, uintptr_t y, int64_t n, float probability, float scale, uint64_t seed,
+                        uintptr_t stream) {
+        cu::dropout(address(x), address(y), n, probability, scale, seed, cu::as_stream(stream));
+    });
+    m.def("head_activate", [](uintptr_t x, uintptr_t y, int64_t n, int64_t values, int64_t inner,
+                              uint32_t logistic_bits, int64_t logistic_from, uint32_t scaled_bits,
+                              int64_t scaled_from, float alpha, float beta, uintptr_t stream) {
+        cu::head_activate(address(x), address(y), {n, values, inner}, {logistic_bits, logistic_from},
+                          {scaled_bits, scaled_from}, alpha, beta, cu::as_stream(stream));
+    });
+    m.def("head_activate_backward", [](uintptr_t x, uintptr_t dy, uintptr_t dx, int64_t n, int64_t values,
+                                       int64_t inner, uint32_t logistic_bits, int64_t logistic_from,
+                                       uint32_t scaled_bits, int64_t scaled_from, float alpha, uintptr_t stream) {
+        cu::head_activate_backward(address(x), address(dy), address(dx), {n, values, inner},
+                                   {logistic_bits, logistic_from}, {scaled_bits, scaled_from}, alpha,
+                                   cu::as_stream(stream));
+    });
+    m.def("sgd_update", [](uintptr_t w, uintptr_t grad, uintptr_t velocity, int64_t n, float step, float momentum,
+                           float decay, float clip, uintptr_t stream) {
+        cu::sgd_update(address(w), address(grad), address(velocity), n, step, momentum, decay, clip,
+                       cu::as_stream(stream));
+    });
+    m.def("adam_update", [](uintptr_t w, uintptr_t grad, uintptr_t m_, uintptr_t v, int64_t n, float beta1,
+                            float beta2, float one_minus_beta1, float one_minus_beta2, float correction1,
+                            float correction2, float rate, float eps, float decay, float clip, uintptr_t stream) {
+        cu::adam_update(address(w), address(grad), address(m_), address(v), n,
+                        {beta1, beta2, one_minus_beta1, one_minus_beta2, correction1, correction2, rate, eps, decay,
+                         clip},
+                        cu::as_stream(stream));
+    });
 }

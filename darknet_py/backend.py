@@ -26,6 +26,21 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .activations import activate, activate_backward
 
 
+SECRET_NUM = -1234     # darknet's marker of truth values the masked cost skips
+GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def dropout_uniform(seed, n):
+    """n uniform float32 numbers in [0, 1) from a 64-bit seed, counter-based so that every engine draws the same
+    (csrc/cuda/dropout.cu computes the same): number i is the top 24 bits of splitmix64's output for index i + 1 of
+    the stream `seed`, mix(seed + (i + 1) * 0x9E3779B97F4A7C15), times 2^-24."""
+    z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * GOLDEN_GAMMA    # wraps mod 2^64, as in C
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
+
+
 def conv_output_size(h, w, size, stride_x, stride_y, pad):
     """Darknet's convolutional_out_height/width: (h + 2*pad - size)/stride + 1, dilation ignored."""
     return (h + 2 * pad - size) // stride_y + 1, (w + 2 * pad - size) // stride_x + 1
@@ -540,6 +555,130 @@ class NumpyOps:
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
 
     # -- heads, losses, dropout, softmax, optimizer -------------------------------------------------------------------
+    # The NumPy reference of CudaOps' kernels (csrc/cuda/softmax.cu, cost.cu, dropout.cu, heads.cu, optimizer.cu),
+    # after darknet's src/blas.c softmax_cpu, softmax_x_ent_cpu, l2_cpu, smooth_l1_cpu, forward_dropout_layer, the
+    # CPU activations of forward_yolo_layer / forward_region_layer, update_*_layer and adam_update.
+    def softmax(self, x, temperature=1.0, out=None):
+        """Darknet's softmax along the last axis of x: exp(x/t - max/t) / (sum of those), t = temperature. Written
+        into `out` (x's shape; may be x) or a new array; returns it."""
+        t = x.dtype.type(temperature)
+        e = np.exp(x / t - np.max(x, axis=-1, keepdims=True) / t)
+        y = e / np.sum(e, axis=-1, keepdims=True)
+        if out is None:
+            return y
+        out[...] = y
+        return out
+
+    def softmax_backward(self, y, dy, temperature=1.0, out=None):
+        """d loss / d x = y * (dy - sum(dy * y)) / t along the last axis, for y = softmax(x, t) and dy = d loss / d y.
+        Written into `out` (y's shape; may be dy) or a new array; returns it."""
+        dx = y * (dy - np.sum(dy * y, axis=-1, keepdims=True)) / y.dtype.type(temperature)
+        if out is None:
+            return dx
+        out[...] = dx
+        return out
+
+    def softmax_cross_entropy(self, y, truth):
+        """(cost, grad) of a softmax output y against truth (same shape): cost = sum of -log(y) where truth != 0
+        (a Python float), grad = y - truth (d cost / d softmax input for one-hot truth)."""
+        cost = float(-np.sum(np.log(np.where(truth != 0, y, 1))))
+        return cost, y - truth
+
+    def cost_loss(self, x, truth, cost_type, scale):
+        """(cost, grad) of the [cost] layer (layers/cost.py) for x against truth (same shape): diff = truth - x
+        ("masked": 0 where truth is -1234); sse: cost = sum diff^2, grad = scale * -diff; "smooth": where |diff| >= 1
+        the cost is 2|diff| - 1 and grad scale * -sign(diff). cost is a Python float."""
+        diff = truth - x
+        if cost_type == "masked":
+            diff = np.where(truth == SECRET_NUM, x.dtype.type(0), diff)
+        error = diff * diff
+        if cost_type == "smooth":
+            large = np.abs(diff) >= 1
+            error = np.where(large, 2 * np.abs(diff) - 1, error)
+            diff = np.where(large, np.sign(diff), diff)
+        return float(np.sum(error)), x.dtype.type(scale) * -diff
+
+    def dropout(self, x, probability, seed):
+        """x * scale where dropout_uniform(seed) >= probability, else 0 (scale = 1/(1 - probability), 0 for
+        probability 1), as a new array: the mask of `seed` is the same on every engine, so backward passes its
+        gradient through the same call."""
+        keep = dropout_uniform(seed, x.size).reshape(x.shape) >= np.float32(probability)
+        p = float(np.float32(probability))
+        scale = x.dtype.type(1.0 / (1.0 - p)) if p < 1 else x.dtype.type(0)
+        return np.where(keep, x * scale, x.dtype.type(0))
+
+    def head_activation(self, x, logistic, scaled, alpha, beta):
+        """A [yolo]-style head's activations: a copy of x (batch, anchors, values, h, w) with the logistic on the
+        values `logistic` selects, then v*alpha + beta on those `scaled` selects (each a list of slices or indexes
+        of the values axis)."""
+        out = np.array(x, copy=True)
+        for image in out:
+            for anchor in image:
+                for sl in logistic:
+                    self.activate_(anchor[sl], "logistic")     # (values, h, w) of one anchor: contiguous
+        for sl in scaled:
+            out[:, :, sl] = out[:, :, sl] * alpha + beta
+        return out
+
+    def head_activation_backward(self, x, dy, logistic, scaled, alpha):
+        """d loss / d x of head_activation for dy = d loss / d output (a new array)."""
+        dx = dy.copy()
+        for sl in scaled:
+            dx[:, :, sl] = dx[:, :, sl] * alpha
+        for sl in logistic:
+            dx[:, :, sl] = activate_backward(x[:, :, sl], dx[:, :, sl], "logistic", np)
+        return dx
+
+    @staticmethod
+    def _region_rows(x, anchors):
+        """x (batch, anchors*values, h, w) -> (batch, h*w, anchors, values): darknet's flatten(), a view."""
+        batch, channels = x.shape[:2]
+        return x.reshape(batch, channels, -1).transpose(0, 2, 1).reshape(batch, -1, anchors, channels // anchors)
+
+    def region_activation(self, x, anchors, softmax):
+        """A [region] head's output for x (batch, anchors*values, h, w): darknet's transposed layout (batch, h*w,
+        anchors, values), a new array, with the logistic on value 4 (objectness) and, with softmax, a softmax over
+        values 5.. (the classes)."""
+        t = self._region_rows(x, anchors)
+        out = np.array(t, copy=True)
+        out[..., 4] = activate(t[..., 4], "logistic", np)
+        if softmax:
+            self.softmax(t[..., 5:], out=out[..., 5:])
+        return out
+
+    def region_activation_backward(self, x, y, dy, anchors, softmax):
+        """d loss / d x (x's shape, a new array) of region_activation for its output y and dy = d loss / d y (both
+        (batch, h*w, anchors, values))."""
+        t = self._region_rows(x, anchors)
+        dt = np.array(dy, copy=True)
+        dt[..., 4] = activate_backward(t[..., 4], dy[..., 4], "logistic", np)
+        if softmax:
+            self.softmax_backward(y[..., 5:], dy[..., 5:], out=dt[..., 5:])
+        batch, channels = x.shape[:2]
+        return np.ascontiguousarray(dt.reshape(batch, -1, channels).transpose(0, 2, 1)).reshape(x.shape)
+
+    def sgd_update(self, w, grad, velocity, rate, momentum, decay, clip):
+        """Darknet's SGD step on w, in place (training.py): s = velocity + grad (+ decay * w where decay != 0);
+        w -= rate * s; velocity = momentum * s (in place); then w = min(clip, max(-clip, w)) where clip != 0. rate
+        and decay come already divided / multiplied by the images per iteration."""
+        s = velocity + grad
+        if decay:
+            s = s + decay * w
+        w -= rate * s
+        if clip:
+            np.clip(w, -clip, clip, out=w)
+        np.multiply(s, momentum, out=velocity)
+
+    def adam_update(self, w, grad, m, v, rate, beta1, beta2, eps, t, decay, clip):
+        """Darknet's Adam step on w, m and v in place (training.py): g = grad + decay * w; m = beta1*m + (1-beta1)*g;
+        v = beta2*v + (1-beta2)*g^2; w -= rate * m/(1 - beta1^t) / (sqrt(v/(1 - beta2^t)) + eps); then the clip
+        of sgd_update."""
+        g = grad + decay * w
+        m[...] = beta1 * m + (1 - beta1) * g
+        v[...] = beta2 * v + (1 - beta2) * g * g
+        w -= rate * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+        if clip:
+            np.clip(w, -clip, clip, out=w)
 
 
 def get_ops(device="cpu"):

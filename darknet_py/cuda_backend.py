@@ -467,3 +467,187 @@ class CudaOps:
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
 
     # -- heads, losses, dropout, softmax, optimizer -------------------------------------------------------------------
+    # The contracts are NumpyOps' (backend.py). The yolo/region/detection losses stay on the host, as in darknet's
+    # GPU build (yolo_loss.py, region_loss.py): the heads' activations and the elementwise losses are kernels.
+    def _view_ptr(self, a, what):
+        """The address of a float32 device array or view (kernels that take strides check the layout themselves)."""
+        if a.dtype != FLOAT:
+            raise ValueError(f"{what}: the CUDA kernels take float32 arrays; got {a.dtype}")
+        return self.device.pointer(a)
+
+    @staticmethod
+    def _row_layout(a, what):
+        """(images, rows, length, image_stride, row_stride) of a's rows along its last axis, strides in values:
+        the last axis must be contiguous and the others must merge into at most two strided axes."""
+        if a.ndim == 0 or a.strides[-1] != a.itemsize and a.shape[-1] > 1:
+            raise ValueError(f"{what}: the softmax kernels need a contiguous last axis; got strides {a.strides}")
+        axes = []                    # (size, stride) of the leading axes, outermost first, merged where contiguous
+        for size, stride in zip(a.shape[:-1], a.strides[:-1]):
+            if size == 1:
+                continue
+            if axes and axes[-1][1] == size * stride:
+                axes[-1] = (axes[-1][0] * size, stride)
+            else:
+                axes.append((size, stride))
+        if len(axes) > 2:
+            raise ValueError(f"{what}: shape {a.shape} with strides {a.strides} has more than two row axes")
+        axes = [(1, 0)] * (2 - len(axes)) + axes
+        (images, image_stride), (rows, row_stride) = axes
+        return images, rows, a.shape[-1], image_stride // a.itemsize, row_stride // a.itemsize
+
+    @staticmethod
+    def _same_layout(a, b, what):
+        if a.shape != b.shape or a.strides != b.strides:
+            raise ValueError(f"{what}: shapes {a.shape} / {b.shape} with strides {a.strides} / {b.strides} differ")
+
+    def softmax(self, x, temperature=1.0, out=None):
+        """Darknet's softmax along the last axis of x: exp(x/t - max/t) / (sum of those), t = temperature. Written
+        into `out` (x's shape and strides; may be x) or a new array; returns it. The last axis must be contiguous
+        and the others merge into at most two strided axes (any C-contiguous array, or a slice of its last axis)."""
+        if out is None:
+            x = self.xp.ascontiguousarray(x)
+            out = self.xp.empty_like(x)
+        self._same_layout(x, out, "softmax x and out")
+        self.k.softmax_rows(self._view_ptr(x, "softmax x"), self._view_ptr(out, "softmax out"),
+                            *self._row_layout(x, "softmax"), temperature, self._stream)
+        return out
+
+    def softmax_backward(self, y, dy, temperature=1.0, out=None):
+        """d loss / d x = y * (dy - sum(dy * y)) / t along the last axis, for y = softmax(x, t) and dy = d loss / d y.
+        Written into `out` (may be dy) or a new array; y, dy and out of one layout (see softmax)."""
+        if out is None:
+            y, dy = self.xp.ascontiguousarray(y), self.xp.ascontiguousarray(dy)
+            out = self.xp.empty_like(dy)
+        self._same_layout(y, dy, "softmax_backward y and dy")
+        self._same_layout(dy, out, "softmax_backward dy and out")
+        self.k.softmax_rows_backward(self._view_ptr(y, "softmax_backward y"), self._view_ptr(dy, "softmax_backward dy"),
+                                     self._view_ptr(out, "softmax_backward out"),
+                                     *self._row_layout(y, "softmax_backward"), temperature, self._stream)
+        return out
+
+    def _loss_arrays(self, x, truth, what):
+        x, truth = self.xp.ascontiguousarray(x), self.xp.ascontiguousarray(truth)
+        if x.shape != truth.shape:
+            raise ValueError(f"{what}: output {x.shape} and truth {truth.shape} differ")
+        return x, truth, self.xp.empty_like(x), self.xp.empty_like(x)
+
+    def softmax_cross_entropy(self, y, truth):
+        """(cost, grad) of a softmax output y against truth (same shape): cost = sum of -log(y) where truth != 0
+        (a Python float), grad = y - truth (d cost / d softmax input for one-hot truth)."""
+        y, truth, grad, loss = self._loss_arrays(y, truth, "softmax_cross_entropy")
+        self.k.softmax_cross_entropy(self._ptr(y), self._ptr(truth), self._ptr(grad), self._ptr(loss), y.size,
+                                     self._stream)
+        return float(loss.sum()), grad
+
+    def cost_loss(self, x, truth, cost_type, scale):
+        """(cost, grad) of the [cost] layer (layers/cost.py) for x against truth (same shape): diff = truth - x
+        ("masked": 0 where truth is -1234); sse: cost = sum diff^2, grad = scale * -diff; "smooth": where |diff| >= 1
+        the cost is 2|diff| - 1 and grad scale * -sign(diff). cost is a Python float."""
+        x, truth, grad, error = self._loss_arrays(x, truth, "cost_loss")
+        self.k.cost_loss(self._ptr(x), self._ptr(truth), self._ptr(grad), self._ptr(error), x.size, cost_type,
+                         scale, self._stream)
+        return float(error.sum()), grad
+
+    def dropout(self, x, probability, seed):
+        """x * scale where dropout_uniform(seed) >= probability, else 0 (scale = 1/(1 - probability), 0 for
+        probability 1), as a new array: the mask of `seed` is the same on every engine (backend.dropout_uniform),
+        so backward passes its gradient through the same call."""
+        x = self.xp.ascontiguousarray(x)
+        out = self.xp.empty_like(x)
+        p = float(np.float32(probability))
+        scale = 1.0 / (1.0 - p) if p < 1 else 0.0
+        self.k.dropout(self._ptr(x), self._ptr(out), x.size, p, scale, int(seed) % 2 ** 64, self._stream)
+        return out
+
+    @staticmethod
+    def _value_set(planes, values):
+        """(bits, from) of the values the slices or indexes `planes` select: value v is selected when v >= from or
+        bit v of bits is set (csrc/cuda/heads.h ValueSet)."""
+        chosen = np.zeros(values, bool)
+        for sl in planes:
+            chosen[sl] = True
+        start = values
+        while start > 0 and chosen[start - 1]:
+            start -= 1
+        below = np.flatnonzero(chosen[:start])
+        if below.size and below[-1] >= 32:
+            raise ValueError(f"head values {below.tolist()}: the kernel selects single values below 32 only")
+        return int(sum(1 << int(v) for v in below)), start
+
+    def _head_layout(self, x, logistic, scaled):
+        batch, anchors, values = x.shape[:3]
+        return (x.size, values, x.size // max(1, batch * anchors * values), *self._value_set(logistic, values),
+                *self._value_set(scaled, values))
+
+    def head_activation(self, x, logistic, scaled, alpha, beta):
+        """A [yolo]-style head's activations: a copy of x (batch, anchors, values, h, w) with the logistic on the
+        values `logistic` selects, then v*alpha + beta on those `scaled` selects (each a list of slices or indexes
+        of the values axis)."""
+        x = self.xp.ascontiguousarray(x)
+        out = self.xp.empty_like(x)
+        self.k.head_activate(self._ptr(x), self._ptr(out), *self._head_layout(x, logistic, scaled), alpha, beta,
+                             self._stream)
+        return out
+
+    def head_activation_backward(self, x, dy, logistic, scaled, alpha):
+        """d loss / d x of head_activation for dy = d loss / d output (a new array)."""
+        x, dy = self.xp.ascontiguousarray(x), self.xp.ascontiguousarray(dy)
+        if x.shape != dy.shape:
+            raise ValueError(f"head_activation_backward: x {x.shape} and dy {dy.shape} differ")
+        dx = self.xp.empty_like(dy)
+        self.k.head_activate_backward(self._ptr(x), self._ptr(dy), self._ptr(dx),
+                                      *self._head_layout(x, logistic, scaled), alpha, self._stream)
+        return dx
+
+    def _region_rows(self, x, anchors):
+        """x (batch, anchors*values, h, w) -> (batch, h*w, anchors, values), darknet's flatten(), as a new array."""
+        batch, channels = x.shape[:2]
+        rows = x.reshape(batch, channels, -1).transpose(0, 2, 1)
+        return self.xp.ascontiguousarray(rows).reshape(batch, -1, anchors, channels // anchors)
+
+    def _region_layout(self, t):
+        return (t.size, t.shape[-1], 1, *self._value_set([4], t.shape[-1]), 0, t.shape[-1])
+
+    def region_activation(self, x, anchors, softmax):
+        """A [region] head's output for x (batch, anchors*values, h, w): darknet's transposed layout (batch, h*w,
+        anchors, values), a new array, with the logistic on value 4 (objectness) and, with softmax, a softmax over
+        values 5.. (the classes)."""
+        out = self._region_rows(x, anchors)
+        self.k.head_activate(self._ptr(out), self._ptr(out), *self._region_layout(out), 1.0, 0.0, self._stream)
+        if softmax:
+            self.softmax(out[..., 5:], out=out[..., 5:])
+        return out
+
+    def region_activation_backward(self, x, y, dy, anchors, softmax):
+        """d loss / d x (x's shape, a new array) of region_activation for its output y and dy = d loss / d y (both
+        (batch, h*w, anchors, values))."""
+        t = self._region_rows(x, anchors)
+        dy = self.xp.ascontiguousarray(dy)
+        if t.shape != dy.shape or y.shape != dy.shape:
+            raise ValueError(f"region_activation_backward: x as rows {t.shape}, y {y.shape} and dy {dy.shape} differ")
+        dt = self.xp.empty_like(dy)
+        self.k.head_activate_backward(self._ptr(t), self._ptr(dy), self._ptr(dt), *self._region_layout(t), 1.0,
+                                      self._stream)
+        if softmax:
+            self.softmax_backward(self.xp.ascontiguousarray(y)[..., 5:], dy[..., 5:], out=dt[..., 5:])
+        batch, channels = x.shape[:2]
+        return self.xp.ascontiguousarray(dt.reshape(batch, -1, channels).transpose(0, 2, 1)).reshape(x.shape)
+
+    def _state(self, w, grad, *state):
+        for name, a in (("grad", grad),) + tuple(("optimizer state", s) for s in state):
+            if a.shape != w.shape:
+                raise ValueError(f"optimizer: weights {w.shape} and {name} {a.shape} differ")
+        return [self._ptr(a, "optimizer arrays") for a in (w, grad) + state]
+
+    def sgd_update(self, w, grad, velocity, rate, momentum, decay, clip):
+        """Darknet's SGD step on w, in place (training.py): s = velocity + grad (+ decay * w where decay != 0);
+        w -= rate * s; velocity = momentum * s (in place); then w = min(clip, max(-clip, w)) where clip != 0. rate
+        and decay come already divided / multiplied by the images per iteration. One fused kernel."""
+        self.k.sgd_update(*self._state(w, grad, velocity), w.size, rate, momentum, decay, clip, self._stream)
+
+    def adam_update(self, w, grad, m, v, rate, beta1, beta2, eps, t, decay, clip):
+        """Darknet's Adam step on w, m and v in place (training.py): g = grad + decay * w; m = beta1*m + (1-beta1)*g;
+        v = beta2*v + (1-beta2)*g^2; w -= rate * m/(1 - beta1^t) / (sqrt(v/(1 - beta2^t)) + eps); then the clip
+        of sgd_update. One fused kernel; the constants are rounded to float32 from double, as NumPy rounds them."""
+        self.k.adam_update(*self._state(w, grad, m, v), w.size, beta1, beta2, 1 - beta1, 1 - beta2, 1 - beta1 ** t,
+                           1 - beta2 ** t, rate, eps, decay, clip, self._stream)

@@ -112,13 +112,15 @@ def _updates(layer, iteration, burn_in):
 
 def update_network(net):
     """Darknet's update_network: apply the gradients accumulated in every layer's `grads` (summed over the
-    images of one iteration) and clear them. Optimizer state lives in net.optimizer_state."""
+    images of one iteration) and clear them. The weights are updated in place in layer.weights (device arrays on a
+    device engine) by ops.sgd_update / ops.adam_update, one fused pass per array; the optimizer state (momentum, or
+    Adam's m and v: arrays of the engine, zeros at first) lives in net.optimizer_state."""
     o = net.options
+    ops = net.ops
     batch = images_per_iteration(net)
     iteration = current_iteration(net)
     rate = current_rate(o, iteration, rng=net.optimizer_state.setdefault("rng", np.random.default_rng()))
     frozen = _frozen_before(net)
-    xp = net.ops.xp
     for layer in net.layers:
         if not layer.grads:
             continue
@@ -127,34 +129,22 @@ def update_network(net):
             continue
         layer_rate = rate * layer.common.get("learning_rate", 1.0)
         adam = o.adam and layer.kind == "convolutional"
+        clip = layer.common.get("clip", 0.0) if layer.kind == "convolutional" else 0.0
         for name, grad in grads.items():
-            weights = layer.weights[name]
-            w = xp.asarray(weights).reshape(grad.shape)
+            if ops.weights_on_device:
+                layer.weights[name] = ops.asarray(layer.weights[name])   # the same array once it is there
+            w = layer.weights[name].reshape(grad.shape)
             key = (layer.index, name)
+            array_clip = clip if name == "weights" else 0.0
+            if key not in net.optimizer_state:
+                net.optimizer_state[key] = tuple(ops.xp.zeros_like(w) for _ in range(2 if adam else 1))
             if adam:
-                w = _adam_step(net, key, w, grad + o.decay * batch * w, layer_rate, iteration)
+                m, v = net.optimizer_state[key]
+                ops.adam_update(w, grad, m, v, layer_rate, o.B1, o.B2, o.eps, iteration, o.decay * batch, array_clip)
             else:
-                velocity = net.optimizer_state.get(key)
-                velocity = grad if velocity is None else velocity + grad
-                if name in DECAYED:
-                    velocity = velocity + o.decay * batch * w
-                w = w - (layer_rate / batch) * velocity
-                net.optimizer_state[key] = o.momentum * velocity
-            clip = layer.common.get("clip", 0.0)
-            if clip and name == "weights" and layer.kind == "convolutional":
-                w = xp.clip(w, -clip, clip)
-            weights.reshape(grad.shape)[...] = w
-
-
-def _adam_step(net, key, w, grad, rate, t):
-    o = net.options
-    m, v = net.optimizer_state.get(key, (0.0, 0.0))
-    m = o.B1 * m + (1 - o.B1) * grad
-    v = o.B2 * v + (1 - o.B2) * grad * grad
-    net.optimizer_state[key] = (m, v)
-    mhat = m / (1 - o.B1 ** t)
-    vhat = v / (1 - o.B2 ** t)
-    return w - rate * mhat / (net.ops.xp.sqrt(vhat) + o.eps)
+                velocity, = net.optimizer_state[key]
+                decay = o.decay * batch if name in DECAYED else 0.0
+                ops.sgd_update(w, grad, velocity, layer_rate / batch, o.momentum, decay, array_clip)
 
 
 # -- one iteration -------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def randomize_weights(net, seed=0):
 
 
 def engine_pair(tmp_path, cfg, device, seed=0, **load_options):
-    """(CPU network, CUDA-engine network on `device`) of the cfg text or path `cfg`, with the same random weights."""
+    """(CPU network, CUDA-engine network on `device`) of the cfg text or path `cfg`, with the same random weights
+    and random generators."""
     path = cfg
     if isinstance(cfg, str) and "\n" in cfg:
         path = tmp_path / "net.cfg"
@@ -42,6 +43,8 @@ def engine_pair(tmp_path, cfg, device, seed=0, **load_options):
     gpu = load_quiet(path, device=device, **load_options)
     for mine, theirs in zip(gpu.layers, cpu.layers):
         mine.weights = {name: array.copy() for name, array in theirs.weights.items()}
+        if hasattr(theirs, "rng"):   # layers that draw random numbers (dropout mask seeds, crop offsets): same draws
+            theirs.rng, mine.rng = (np.random.default_rng([seed, theirs.index]) for _ in range(2))
     return cpu, gpu
 
 

@@ -4,7 +4,7 @@ Compute: the output is the input, unchanged, and backward passes the gradient th
 forward_cost_layer does nothing without truth (its l.output then holds the per-value losses of the last
 training step, or zeros) and get_network_output skips [cost] layers, so the network's output is the previous
 layer's: returning the input gives exactly that.
-Loss (forward with net.truth; forward_cost_layer, l2_cpu, smooth_l1_cpu): with diff = truth - input,
+Loss (forward with net.truth; forward_cost_layer, l2_cpu, smooth_l1_cpu; ops.cost_loss): with diff = truth - input,
 sse: cost = sum diff^2, delta = diff; smooth: |diff| < 1 as sse, else cost 2|diff| - 1 and delta sign(diff);
 masked: as sse where truth != -1234 (SECRET_NUM), 0 elsewhere. backward_cost_layer adds scale * delta to the
 previous layer's delta: here the gradient's sign, scale * -delta, is added. Darknet's sse delta is half the
@@ -14,8 +14,6 @@ softmax + cost classifier trains on (1 + scale) * (p - truth) and reports (cross
 from . import register
 from .base import Layer
 from .softmax import loss_truth
-
-SECRET_NUM = -1234
 
 
 @register("cost")
@@ -35,18 +33,8 @@ class Cost(Layer):
     def forward(self, x, net):
         self.loss_grad = None
         if net.truth is not None:
-            xp = net.ops.xp
-            truth = loss_truth(self, net.truth, x)
-            diff = truth - x
-            if self.cost_type == "masked":
-                diff = xp.where(truth == SECRET_NUM, x.dtype.type(0), diff)
-            error = diff * diff
-            if self.cost_type == "smooth":
-                large = xp.abs(diff) >= 1
-                error = xp.where(large, 2 * xp.abs(diff) - 1, error)
-                diff = xp.where(large, xp.sign(diff), diff)
-            self.cost = float(xp.sum(error))
-            self.loss_grad = x.dtype.type(self.scale) * -diff
+            self.cost, self.loss_grad = net.ops.cost_loss(x, loss_truth(self, net.truth, x), self.cost_type,
+                                                          self.scale)
         return x
 
     def backward(self, x, net):

@@ -2,7 +2,7 @@
 (darknet parse_detection/make_detection_layer: coords=1, classes=1, num=1, side=7, rescore, softmax, sqrt,
 forced, the *_scale loss weights, jitter .2, random, reorg).
 
-Compute (forward_detection_layer): the output is the input, except that with softmax=1 the first
+Compute (forward_detection_layer; ops.softmax): the output is the input, except that with softmax=1 the first
 side*side*classes values of each image, one group of `classes` per location, go through a softmax. Output:
 (batch, inputs). Backward: the softmax's Jacobian on those values, identity elsewhere (darknet passes its loss
 delta through unchanged, see softmax.py).
@@ -11,7 +11,6 @@ import numpy as np
 
 from . import register
 from .base import Layer
-from .softmax import softmax_backward, softmax_forward
 
 
 @register("detection")
@@ -46,25 +45,23 @@ class Detection(Layer):
         return "Detection Layer"
 
     # -- compute ------------------------------------------------------------------------------------
+    def _classes(self, a):
+        """The class values of a (batch, inputs): a (batch, side*side, classes) view."""
+        return a[:, :self.side * self.side * self.classes].reshape(a.shape[0], -1, self.classes)
+
     def forward(self, x, net):
-        xp = net.ops.xp
-        flat = x.reshape(x.shape[0], -1)
-        out = xp.array(flat, copy=True)
+        out = x.reshape(x.shape[0], -1).copy()
         if self.softmax:
-            n = self.side * self.side * self.classes
-            self._classes = softmax_forward(flat[:, :n].reshape(x.shape[0], -1, self.classes), 2, 1.0, xp)
-            out[:, :n] = self._classes.reshape(x.shape[0], n)
+            classes = self._classes(out)
+            net.ops.softmax(classes, out=classes)
         return out
 
     def backward(self, x, net):
-        xp = net.ops.xp
         dy = self.delta.reshape(x.shape[0], -1)
         if not self.softmax:
             return dy.reshape(x.shape)
-        dx = xp.array(dy, copy=True)
-        n = self.side * self.side * self.classes
-        dx[:, :n] = softmax_backward(self._classes, dy[:, :n].reshape(self._classes.shape), 2, 1.0,
-                                     xp).reshape(x.shape[0], n)
+        dx = dy.copy()
+        net.ops.softmax_backward(self._classes(self.output), self._classes(dy), out=self._classes(dx))
         return dx.reshape(x.shape)
 
     # -- detection (darknet_py/detection.py) --------------------------------------------------------

@@ -1,11 +1,14 @@
 """[dropout]: drops inputs with `probability` (default .2) in training, identity in inference; DropBlock
 with dropblock=1 and dropblock_size_rel/abs. It works in place on its input's buffer (darknet shares it).
 
-Compute (forward_dropout_layer, backward_dropout_layer): inference is the identity. Training draws r uniform
-in [0, 1) per value (kept in `self.rand`, darknet's l.rand) and outputs 0 where r < probability, else
-value * scale with scale = 1/(1 - probability); backward applies the same mask and scale to the gradient.
-`self.rng` (a numpy Generator, settable) draws r.
+Compute (forward_dropout_layer, backward_dropout_layer; ops.dropout): inference is the identity. Training
+takes r uniform in [0, 1) per value and outputs 0 where r < probability, else value * scale with
+scale = 1/(1 - probability); backward applies the same mask and scale to the gradient. r comes from a
+counter-based generator, a hash of (mask seed, value index) (backend.dropout_uniform, and the same in the CUDA
+kernel), so that every engine draws the same mask and backward recomputes it instead of keeping it: each
+training forward draws a new 63-bit mask seed (`self.mask_seed`) from `self.rng` (a numpy Generator, settable).
 Differences from darknet:
+- darknet draws r with rand() (CPU) or cuRAND (GPU) and keeps it in l.rand; the masks differ, not their law;
 - darknet overwrites the previous layer's output in place, so a later [route]/[shortcut] reading that layer in
   training sees the dropped values; here the previous output is left unchanged;
 - DropBlock (dropblock=1) in training is refused: darknet's CPU forward ignores dropblock and drops single
@@ -35,8 +38,7 @@ class Dropout(Layer):
         if self.dropblock_size_rel and self.dropblock_size_abs:
             self.dropblock_size_rel = 0.0
         self.rng = np.random.default_rng()
-        self.rand = None
-        self._keep = None
+        self.mask_seed = None   # the seed of the last training forward's mask (None after an inference forward)
 
     @property
     def output_floats(self):
@@ -44,7 +46,7 @@ class Dropout(Layer):
 
     @property
     def train_floats(self):
-        return self.inputs   # the random mask
+        return 0   # backward recomputes the mask from its seed
 
     def row(self):
         n = self.inputs
@@ -59,23 +61,19 @@ class Dropout(Layer):
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
         if not net.train:
-            self._keep = None
+            self.mask_seed = None
             return x
         if self.dropblock:
             raise DarknetError(f"layer {self.index} dropout: DropBlock (dropblock=1) is not supported in training "
                                f"by the CPU engine (darknet's CPU drops single values here, its GPU drops blocks)")
-        xp = net.ops.xp
-        p = float(np.float32(self.probability))               # darknet keeps the probability in a float
-        self.rand = self.rng.random(x.shape)
-        self._keep = xp.asarray(self.rand >= p)
-        self._scale = x.dtype.type(1.0 / (1.0 - p)) if p < 1 else x.dtype.type(0)
-        return xp.where(self._keep, x * self._scale, x.dtype.type(0))
+        self.mask_seed = int(self.rng.integers(2 ** 63))
+        return net.ops.dropout(x, self.probability, self.mask_seed)
 
     def backward(self, x, net):
         dy = self.delta.reshape(x.shape)
-        if self._keep is None:
+        if self.mask_seed is None:
             return dy
-        return net.ops.xp.where(self._keep, dy * self._scale, dy.dtype.type(0))
+        return net.ops.dropout(dy, self.probability, self.mask_seed)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

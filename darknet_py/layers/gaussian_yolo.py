@@ -2,16 +2,16 @@
 (classes + 8 + 1) values per anchor (darknet make_gaussian_yolo_layer). Extra options: uc_normalizer=1,
 yolo_point=center|left_top|right_bottom; nms_kind may also be cornersnms.
 
-Compute (forward_gaussian_yolo_layer's CPU activations): per anchor the planes are x, sigma_x, y, sigma_y, w,
-sigma_w, h, sigma_h, objectness, classes. The logistic goes on x, sigma_x, y, sigma_y, sigma_w, sigma_h,
-objectness and classes; w and h stay raw; then x and y (only, not their sigmas) become
+Compute (forward_gaussian_yolo_layer's CPU activations, ops.head_activation): per anchor the planes are x,
+sigma_x, y, sigma_y, w, sigma_w, h, sigma_h, objectness, classes. The logistic goes on x, sigma_x, y, sigma_y,
+sigma_w, sigma_h, objectness and classes; w and h stay raw; then x and y (only, not their sigmas) become
 x*scale_x_y - 0.5*(scale_x_y - 1). Backward: the derivative of that map (darknet passes its delta through
 unchanged, see yolo.py).
 """
 import numpy as np
 
 from . import register
-from .yolo import AnchorHead, IOU_LOSSES, anchor_planes, head_backward, head_forward, xy_affine
+from .yolo import AnchorHead, IOU_LOSSES, anchor_planes, xy_affine
 from ..errors import DarknetError
 
 LOGISTIC_PLANES = [slice(0, 4), 5, 7, slice(8, None)]
@@ -47,13 +47,15 @@ class GaussianYolo(AnchorHead):
         if net.train and net.truth is not None:
             raise DarknetError(f"{self.section.where()}: training a [Gaussian_yolo] head is not supported yet "
                                f"(darknet_py trains [yolo] and [region] heads); use it for detector test/map")
-        out = head_forward(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES, self.scale_x_y, net.ops)
+        out = net.ops.head_activation(anchor_planes(self, x), LOGISTIC_PLANES, SCALED_PLANES,
+                                      *xy_affine(self.scale_x_y, x.dtype))
         return out.reshape(out.shape[0], self.c, self.h, self.w)
 
     def backward(self, x, net):
         planes = anchor_planes(self, x)
-        dx = head_backward(planes, self.delta.reshape(planes.shape), LOGISTIC_PLANES, SCALED_PLANES,
-                           self.scale_x_y, net.ops.xp)
+        alpha, _ = xy_affine(self.scale_x_y, x.dtype)
+        dx = net.ops.head_activation_backward(planes, self.delta.reshape(planes.shape), LOGISTIC_PLANES,
+                                              SCALED_PLANES, alpha)
         return dx.reshape(x.shape)
 
     # -- detection (detection.py) -------------------------------------------------------------------

@@ -3,25 +3,24 @@ num=1, anchors = 2*num numbers; the input must have num*(classes+coords+1) chann
 the *_scale loss weights (default 1), bias_match, rescore, absolute, random, jitter .2; `tree` names a
 hierarchy file for YOLO9000 and `map` a class map.
 
-Compute (forward_region_layer, CPU): darknet first transposes the input with flatten(): its l.output is, per
-image, for each position (row-major), for each anchor, the coords+classes+1 values of that anchor (the input
-is num planes of coords+classes+1 channels). Then only the objectness (value 4) goes through the logistic, and
-with softmax=1 the classes (values 5..) through a softmax; x and y stay raw (get_region_box applies the
-logistic when decoding) and so do w, h. The output here is that buffer, flat: (batch, outputs) in darknet's
-order. Backward un-transposes the gradient through the derivative of those activations. Known darknet
-differences: darknet hard-codes values 4 and 5 (coords = 4; other coords are refused here), tree= (YOLO9000's
-hierarchical softmax) is refused by the CPU engine for now, and backward_region_layer on the CPU adds its
-delta (in the transposed order) to the previous layer's delta without un-transposing it (the GPU version
-does un-transpose).
-Training (a forward with truth): darknet's region loss, region_loss.py.
+Compute (forward_region_layer, CPU; ops.region_activation): darknet first transposes the input with flatten(): its
+l.output is, per image, for each position (row-major), for each anchor, the coords+classes+1 values of that anchor
+(the input is num planes of coords+classes+1 channels). Then only the objectness (value 4) goes through the
+logistic, and with softmax=1 the classes (values 5..) through a softmax; x and y stay raw (get_region_box applies
+the logistic when decoding) and so do w, h. The output here is that buffer, flat: (batch, outputs) in darknet's
+order. Backward un-transposes the gradient through the derivative of those activations. Known darknet differences:
+darknet hard-codes values 4 and 5 (coords = 4; other coords are refused here), tree= (YOLO9000's hierarchical
+softmax) is refused by the CPU engine for now, and backward_region_layer on the CPU adds its delta (in the
+transposed order) to the previous layer's delta without un-transposing it (the GPU version does un-transpose).
+Training (a forward with truth): darknet's region loss, region_loss.py, computed on the host on every engine
+(darknet's GPU build copies the output to the host for it too).
 """
 import numpy as np
 
 from . import register
 from .base import Layer
 from .batchnorm import image_input
-from .softmax import softmax_backward, softmax_forward
-from ..activations import activate, activate_backward
+from ..activations import activate
 from ..errors import DarknetError
 from ..region_loss import region_cost, region_delta
 
@@ -68,53 +67,34 @@ class Region(Layer):
         return "detection"
 
     # -- compute ------------------------------------------------------------------------------------
-    def _transposed(self, x):
-        """x (batch, num*size, h, w) -> (batch, h*w, num, size): darknet's flatten(..., forward=1)."""
-        x = image_input(self, x)
-        size = self.coords + self.classes + 1
-        return x.reshape(x.shape[0], self.n * size, self.h * self.w).transpose(0, 2, 1).reshape(
-            x.shape[0], self.h * self.w, self.n, size)
-
     def forward(self, x, net):
-        xp = net.ops.xp
         if self.tree_file:
             raise DarknetError(f"layer {self.index} region: tree={self.tree_file} (hierarchical softmax) is not "
                                f"supported by the CPU engine yet")
         if self.coords != 4:
             raise DarknetError(f"layer {self.index} region: coords={self.coords}; darknet's forward hard-codes "
                                f"objectness at value 4 and classes from value 5 (coords=4), the only layout run here")
-        t = self._transposed(x)
-        out = xp.array(t, copy=True)
-        out[..., 4] = activate(t[..., 4], "logistic", xp)
-        if self.softmax:
-            self._classes = softmax_forward(t[..., 5:], 3, 1.0, xp)
-            out[..., 5:] = self._classes
+        out = net.ops.region_activation(image_input(self, x), self.n, self.softmax)
         self.loss_grad = None
         if net.train and net.truth is not None:
             self._loss(out, net.truth, net)
         return out.reshape(out.shape[0], -1)
 
     def _loss(self, out, truth, net):
-        """Darknet's training loss (region_loss.py): cost, its printed line, and d(loss)/d(input) = -darknet's
-        delta, which is already taken with respect to the logits."""
-        xp = net.ops.xp
+        """Darknet's training loss (region_loss.py), on the host as in darknet's GPU build: cost, its printed line,
+        and d(loss)/d(input) = -darknet's delta, which is already taken with respect to the logits."""
         delta, stats = region_delta(self, net.ops.to_numpy(out), net.ops.to_numpy(truth), net.seen)
         self.cost, self.loss_line = region_cost(self, delta, stats)
         size = self.coords + self.classes + 1
         grad = -delta.reshape(out.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
-        self.loss_grad = xp.asarray(np.ascontiguousarray(grad), dtype=out.dtype)
+        self.loss_grad = net.ops.asarray(grad)
 
     def backward(self, x, net):
-        xp = net.ops.xp
-        t = self._transposed(x)
-        dy = self.delta.reshape(t.shape)
-        dt = xp.array(dy, copy=True)
-        dt[..., 4] = activate_backward(t[..., 4], dy[..., 4], "logistic", xp)
-        if self.softmax:
-            dt[..., 5:] = softmax_backward(self._classes, dy[..., 5:], 3, 1.0, xp)
         size = self.coords + self.classes + 1
-        dx = dt.reshape(t.shape[0], self.h * self.w, self.n * size).transpose(0, 2, 1)
-        return xp.ascontiguousarray(dx).reshape(x.shape)
+        rows = (x.shape[0], self.h * self.w, self.n, size)
+        dx = net.ops.region_activation_backward(image_input(self, x), self.output.reshape(rows),
+                                                self.delta.reshape(rows), self.n, self.softmax)
+        return dx.reshape(x.shape)
 
     # -- detection (detection.py) -------------------------------------------------------------------
     def boxes(self, net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, batch=0):

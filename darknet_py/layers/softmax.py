@@ -1,14 +1,14 @@
 """[softmax] / [soft]: softmax over each of `groups` equal slices of the input (darknet parse_softmax:
 groups=1, temperature=1, spatial=0, noloss=0; `tree` names a hierarchy file for YOLO9000).
 
-Compute (forward_softmax_layer, src/blas.c softmax_cpu/softmax): each image's flat input is cut into `groups`
-consecutive slices of inputs/groups values; in each, out = e / sum(e) with e = exp(x/temperature -
+Compute (forward_softmax_layer, src/blas.c softmax_cpu/softmax; ops.softmax): each image's flat input is cut
+into `groups` consecutive slices of inputs/groups values; in each, out = e / sum(e) with e = exp(x/temperature -
 max/temperature). Backward is the softmax's Jacobian: dx = y * (dy - sum(dy * y)) / temperature.
-Loss (forward with net.truth, unless noloss=1; softmax_x_ent_cpu): cost = sum over values with truth != 0 of
--log(p) (not weighted by the truth value: with label smoothing darknet's reported loss counts every class
-fully), and the loss gradient with respect to the inputs is p - truth (darknet's delta, truth - p, with the
-gradient's sign). It is a true gradient of the cost for one-hot truth. In that mode backward returns the
-incoming delta unchanged plus p - truth, as backward_softmax_layer does: darknet adds a following [cost]
+Loss (forward with net.truth, unless noloss=1; softmax_x_ent_cpu; ops.softmax_cross_entropy): cost = sum over
+values with truth != 0 of -log(p) (not weighted by the truth value: with label smoothing darknet's reported loss
+counts every class fully), and the loss gradient with respect to the inputs is p - truth (darknet's delta, truth -
+p, with the gradient's sign). It is a true gradient of the cost for one-hot truth. In that mode backward returns
+the incoming delta unchanged plus p - truth, as backward_softmax_layer does: darknet adds a following [cost]
 layer's delta to the softmax's delta and passes the sum back without the softmax Jacobian.
 Known darknet differences:
 - without truth, backward_softmax_layer still adds its delta unchanged; here delta is then d loss / d output
@@ -19,18 +19,6 @@ Known darknet differences:
 from . import register
 from .base import Layer
 from ..errors import DarknetError
-
-
-def softmax_forward(x, axis, temperature, xp):
-    """Darknet's softmax() along `axis`: exp(x/t - max/t) normalized by its sum."""
-    t = x.dtype.type(temperature)
-    e = xp.exp(x / t - xp.max(x, axis=axis, keepdims=True) / t)
-    return e / xp.sum(e, axis=axis, keepdims=True)
-
-
-def softmax_backward(y, dy, axis, temperature, xp):
-    """d loss / d x for y = softmax_forward(x, axis, temperature) and d loss / d y = dy."""
-    return y * (dy - xp.sum(dy * y, axis=axis, keepdims=True)) / y.dtype.type(temperature)
 
 
 def loss_truth(layer, truth, output):
@@ -70,16 +58,11 @@ class Softmax(Layer):
             raise DarknetError(f"layer {self.index} softmax: spatial={self.spatial:g} is not supported by the CPU "
                                f"engine (darknet's CPU forward ignores it; its GPU takes a softmax over channels "
                                f"at every position)")
-        xp = net.ops.xp
-        grouped = x.reshape(x.shape[0], self.groups, -1)
-        self._y = softmax_forward(grouped, 2, self.temperature, xp)
+        self._y = net.ops.softmax(x.reshape(x.shape[0], self.groups, -1), self.temperature)
         y = self._y.reshape(x.shape)
         self.loss_grad = None
         if net.truth is not None and not self.noloss:
-            truth = loss_truth(self, net.truth, y)
-            self.loss_grad = y - truth
-            log_p = xp.log(xp.where(truth != 0, y, 1))
-            self.cost = float(-xp.sum(log_p))
+            self.cost, self.loss_grad = net.ops.softmax_cross_entropy(y, loss_truth(self, net.truth, y))
         return y
 
     def backward(self, x, net):
@@ -88,7 +71,7 @@ class Softmax(Layer):
             # (p - truth, Network.backward adds it) already stands for the softmax's gradient
             return self.delta.reshape(x.shape)
         dy = self.delta.reshape(self._y.shape)
-        return softmax_backward(self._y, dy, 2, self.temperature, net.ops.xp).reshape(x.shape)
+        return net.ops.softmax_backward(self._y, dy, self.temperature).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

@@ -5,22 +5,21 @@ this head (default: all), anchors = 2*num numbers; the input must have (classes+
 Loss options keep darknet's defaults: iou_normalizer .75, obj/cls/delta_normalizer 1, iou_loss mse,
 ignore_thresh .5, truth_thresh 1, iou_thresh 1, scale_x_y 1, beta_nms .6, nms_kind default, max_delta inf.
 
-Compute (forward_yolo_layer's CPU activations; the training loss, when the network is given `net.truth`, is
-darknet's, in darknet_py/yolo_loss.py): the input is (batch,
-len(mask)*(4+1+classes), h, w), per anchor the planes x, y, w, h, objectness, classes. Without new_coords:
-x, y, objectness and classes go through the logistic; w, h stay raw. With new_coords=1 nothing is activated
-(the convolution before has the logistic). Then, in both cases, x and y become x*scale_x_y - 0.5*(scale_x_y-1)
-(scal_add_cpu, applied in forward; get_yolo_box only adds the cell offset). Backward multiplies the incoming
-gradient by the derivative of that map. Known darknet difference: backward_yolo_layer adds its delta to the
-previous layer's unchanged, because its loss deltas are already taken with respect to the logits; here delta
-is d loss / d output (the engine's contract), so the logistic's derivative applies.
+Compute (forward_yolo_layer's CPU activations, ops.head_activation; the training loss, when the network is given
+`net.truth`, is darknet's, in darknet_py/yolo_loss.py, computed on the host on every engine as darknet's GPU build
+does): the input is (batch, len(mask)*(4+1+classes), h, w), per anchor the planes x, y, w, h, objectness, classes.
+Without new_coords: x, y, objectness and classes go through the logistic; w, h stay raw. With new_coords=1 nothing
+is activated (the convolution before has the logistic). Then, in both cases, x and y become x*scale_x_y -
+0.5*(scale_x_y-1) (scal_add_cpu, applied in forward; get_yolo_box only adds the cell offset). Backward multiplies
+the incoming gradient by the derivative of that map. Known darknet difference: backward_yolo_layer adds its delta
+to the previous layer's unchanged, because its loss deltas are already taken with respect to the logits; here
+delta is d loss / d output (the engine's contract), so the logistic's derivative applies.
 """
 import numpy as np
 
 from . import register
 from .base import Layer
 from .batchnorm import image_input
-from ..activations import activate_backward
 from ..errors import DarknetError
 from ..yolo_loss import classes_multipliers, yolo_cost, yolo_delta
 
@@ -36,30 +35,6 @@ def xy_affine(scale_x_y, dtype):
     alpha = float(np.float32(scale_x_y))
     return dtype.type(alpha), dtype.type(-0.5 * (alpha - 1))
 
-
-def head_forward(x, logistic, scaled, scale_x_y, ops):
-    """Copy of x (batch, anchors, values, h, w) with the logistic on the values `logistic` selects and then
-    x*alpha + beta on those `scaled` selects (each a list of slices or single indexes of the values axis)."""
-    out = ops.xp.array(x, copy=True)
-    for image in out:
-        for anchor in image:
-            for sl in logistic:
-                ops.activate_(anchor[sl], "logistic")     # (values, h, w) of one anchor: contiguous
-    alpha, beta = xy_affine(scale_x_y, x.dtype)
-    for sl in scaled:
-        out[:, :, sl] = out[:, :, sl] * alpha + beta
-    return out
-
-
-def head_backward(x, dy, logistic, scaled, scale_x_y, xp):
-    """Gradient of head_forward with respect to x for the gradient dy of its output."""
-    dx = dy.copy()
-    alpha, _ = xy_affine(scale_x_y, x.dtype)
-    for sl in scaled:
-        dx[:, :, sl] = dx[:, :, sl] * alpha
-    for sl in logistic:
-        dx[:, :, sl] = activate_backward(x[:, :, sl], dx[:, :, sl], "logistic", xp)
-    return dx
 
 IOU_LOSSES = {"iou": 0, "giou": 1, "mse": 2, "diou": 3, "ciou": 4}
 NMS_KINDS = {"default": 0, "greedynms": 1, "diounms": 2, "cornersnms": 3}
@@ -153,27 +128,28 @@ class Yolo(AnchorHead):
 
     def forward(self, x, net):
         logistic, scaled = self._planes()
-        out = head_forward(anchor_planes(self, x), logistic, scaled, self.scale_x_y, net.ops)
+        out = net.ops.head_activation(anchor_planes(self, x), logistic, scaled, *xy_affine(self.scale_x_y, x.dtype))
         self.loss_grad = None
         if net.train and net.truth is not None:
             self._loss(out, net.truth, net)
         return out.reshape(out.shape[0], self.c, self.h, self.w)
 
     def _loss(self, out, truth, net):
-        """Darknet's training loss: cost, loss line, and d(loss)/d(input) = -darknet's delta (darknet adds its
-        delta to the previous layer's unchanged, so it is taken with respect to the logits)."""
+        """Darknet's training loss (yolo_loss.py), on the host as in darknet's GPU build: cost, loss line, and
+        d(loss)/d(input) = -darknet's delta (darknet adds its delta to the previous layer's unchanged, so it is taken
+        with respect to the logits)."""
         if self.map_file:
             raise DarknetError(f"{self.section.path}: [yolo] map={self.map_file}: class maps are not supported "
                                f"in training yet")
-        xp = net.ops.xp
-        delta, stats = yolo_delta(self, net.ops.to_numpy(out), truth, net.width, net.height)
+        delta, stats = yolo_delta(self, net.ops.to_numpy(out), net.ops.to_numpy(truth), net.width, net.height)
         self.cost, self.loss_line = yolo_cost(self, delta, stats)
-        self.loss_grad = xp.asarray(-delta, dtype=out.dtype).reshape(out.shape[0], self.c, self.h, self.w)
+        self.loss_grad = net.ops.asarray(-delta).reshape(out.shape[0], self.c, self.h, self.w)
 
     def backward(self, x, net):
         planes = anchor_planes(self, x)
         logistic, scaled = self._planes()
-        dx = head_backward(planes, self.delta.reshape(planes.shape), logistic, scaled, self.scale_x_y, net.ops.xp)
+        alpha, _ = xy_affine(self.scale_x_y, x.dtype)
+        dx = net.ops.head_activation_backward(planes, self.delta.reshape(planes.shape), logistic, scaled, alpha)
         return dx.reshape(x.shape)
 
     def notes(self):
