@@ -7,7 +7,7 @@ import pytest
 
 from engines import compare_engines, engine_pair, host, net_cfg
 from darknet_py.backend import NumpyOps, dropout_uniform
-from darknet_py.training import update_network
+from darknet_py.training import train_iteration, update_network
 
 @pytest.fixture(scope="module")
 def numpy_ops():
@@ -365,3 +365,40 @@ def test_check_finite_reads_device_outputs(tmp_path, cuda_device):
     gpu.forward(x)
     with pytest.raises(TrainingDiverged, match=r"layer 0 \[softmax\]"):
         check_finite(gpu, float("nan"), 3)
+
+
+# -- whole training iterations of small convolutional networks ----------------------------------------------------
+CLASSIFIER = (("convolutional", {"filters": 6, "size": 3, "pad": 1, "batch_normalize": 1, "activation": "leaky"}),
+              ("dropout", {"probability": 0.25}),
+              ("convolutional", {"filters": 4, "size": 3, "stride": 2, "pad": 1, "activation": "mish",
+                                 "clip": 0.2}),
+              ("connected", {"output": 5, "activation": "linear"}),
+              ("softmax", {}))
+DETECTOR = (("convolutional", {"filters": 6, "size": 3, "pad": 1, "batch_normalize": 1, "activation": "leaky"}),
+            ("convolutional", {"filters": 14, "size": 1, "activation": "linear"}),
+            ("yolo", dict(YOLO, scale_x_y=1.05, iou_loss="ciou", iou_normalizer=0.07)))
+
+
+@pytest.mark.parametrize("adam", [0, 1])
+@pytest.mark.parametrize("head", ["classifier", "detector"])
+def test_train_iterations_on_both_engines(tmp_path, cuda_device, head, adam):
+    """train_iteration (training.py: forward with truth, backward and update over 2 subdivisions) twice on the same
+    data: the loss and every weight (BN running statistics included) equal on both engines."""
+    sections = CLASSIFIER if head == "classifier" else DETECTOR
+    cfg = net_cfg(6, 6, 3, *sections, batch=4, subdivisions=2, momentum=0.9, decay=0.005, learning_rate=0.05,
+                  adam=adam, B1=0.8, B2=0.95, eps=1e-6)
+    cpu, gpu = engine_pair(tmp_path, cfg, cuda_device, batch=2)
+    rng = np.random.default_rng(15)
+    batches = []
+    for _ in range(4):
+        x = rng.uniform(0, 1, (2, 3, 6, 6)).astype(np.float32)
+        batches.append((x, one_hot(cpu, len(batches)) if head == "classifier" else yolo_truth(cpu, len(batches))))
+    for net in (cpu, gpu):
+        data = iter(batches)
+        net.losses = [train_iteration(net, lambda: next(data)) for _ in range(2)]
+    np.testing.assert_allclose(gpu.losses, cpu.losses, rtol=1e-5)
+    for mine, theirs in zip(gpu.layers, cpu.layers):
+        for name, want in theirs.weights.items():
+            got = host(gpu.ops, mine.weights[name])
+            scale = np.abs(want).max()
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale, err_msg=f"layer {theirs.index} {name}")
