@@ -6,9 +6,8 @@ atoi/atof stop at the first non-numeric character; we strip them explicitly. Eve
 so that errors and 'Unused field' warnings can point at it.
 """
 import re
-import warnings
 
-from .errors import DarknetConfigError, located
+from .errors import DarknetConfigError, located, warn
 
 _INT = re.compile(r"[+-]?\d+\Z")
 
@@ -57,7 +56,7 @@ class Section:
         return DarknetConfigError(f"{self.where(key)}: {message}")
 
     def warn(self, key, message):
-        warnings.warn(f"{self.where(key)}: {message}", DarknetConfigWarning, stacklevel=3)
+        warn(f"{self.where(key)}: {message}", DarknetConfigWarning)
 
     # -- typed accessors ----------------------------------------------------------------------------
     def get_str(self, key, default=None, choices=None):

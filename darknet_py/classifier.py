@@ -22,15 +22,20 @@ prepared as darknet does (darknet_py.data.classify_input); the class of an image
 (darknet_py.data.class_indices).
 predict (predict_classifier): the `top` most probable classes (-t, else .data `top`, default 1) as
 `NN.NN%: label` lines, labels from `names` (else `labels`).
+valid and predict refuse (where darknet prints percentages of whatever the network outputs) a cfg whose output
+is not class probabilities (a [softmax], or a layer with activation=logistic, optionally followed by [cost]),
+one whose output size is not the .data `classes`, -t above `classes`, and outputs that are NaN/Inf (naming the
+first layer that produced one). They print the layer table after these checks.
 """
 import sys
 import time
 
 import numpy as np
 
+from .detection import HEAD_KINDS
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, build_network, cfg_base, header,
-                      network_to_train, print_skipped, gpus_device)
+                      network_to_train, print_skipped, gpus_device, show_table)
 from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
@@ -38,13 +43,26 @@ LAST_EVERY = 100        # darknet: <cfgbase>_last.weights
 VALID_CHUNK = 64        # images per inference forward in validation
 
 
+def output_layer(net):
+    """The layer whose output a classifier reads: the last one, or the one before a final [cost] (which passes
+    its input on); refused unless it gives class probabilities ([softmax], or activation=logistic)."""
+    layers = net.layers
+    head = layers[-2] if layers[-1].kind == "cost" and len(layers) > 1 else layers[-1]
+    if head.kind != "softmax" and getattr(head, "activation", None) != "logistic":
+        raise DarknetError(f"{net.cfg_path}: the output layer is {head.label}, not a classifier's: expected a "
+                           f"[softmax] (or activation=logistic) giving class probabilities"
+                           + (" — a detector? use detector test" if head.kind in HEAD_KINDS else ""))
+    return head
+
+
 def _check_classes(net, data):
-    """Darknet's check: a softmax/cost head must have one output per class of the .data file."""
-    last = net.layers[-1]
-    if last.kind in ("softmax", "cost") and last.outputs != data.classes:
-        raise DarknetError(f"{data.path}: classes={data.classes}, but the last layer of {net.cfg_path} outputs "
-                           f"{last.outputs} values (the [connected]/[convolutional] before [softmax] needs "
-                           f"{data.classes} outputs)")
+    """The output layer (output_layer) must give one probability per class of the .data file."""
+    head = output_layer(net)
+    if head.outputs != data.classes:
+        raise DarknetError(f"{data.where('classes')}: classes={data.classes}, but the output layer of "
+                           f"{net.cfg_path}, {head.label}, gives {head.outputs} values (the [connected]/"
+                           f"[convolutional] before [softmax] needs {data.classes} outputs)")
+    return head
 
 
 def _top_k(probabilities, k):
@@ -54,6 +72,13 @@ def _top_k(probabilities, k):
 
 
 # -- valid --------------------------------------------------------------------------------------------
+def class_probabilities(net, x):
+    """An inference forward of `x`: (images, classes) probabilities, refused when not finite."""
+    head = output_layer(net)
+    net.forward_checked(x, [head])
+    return net.ops.to_numpy(head.output).reshape(len(x), -1)
+
+
 def evaluate(net, data, paths, topk, progress=None):
     """(top-1, top-k) accuracy of `net` on image `paths`, classes from the paths and data.labels.
     `progress(i, top1_so_far, topk_so_far)` is called after each image."""
@@ -67,8 +92,7 @@ def evaluate(net, data, paths, topk, progress=None):
     for start in range(0, len(paths), VALID_CHUNK):
         chunk = paths[start:start + VALID_CHUNK]
         x = np.concatenate([classify_input(p, net.options) for p in chunk])
-        probabilities = net.ops.to_numpy(net.forward(x)).reshape(len(chunk), -1)[:, :data.classes]
-        best = _top_k(probabilities, topk)
+        best = _top_k(class_probabilities(net, x), topk)
         for truth, row in zip(classes[start:start + VALID_CHUNK], best):
             hits1 += int(row[0] == truth)
             hitsk += int(truth in row)
@@ -83,10 +107,11 @@ def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
     from .data import read_list
     from .datafile import read_data_file
     data = read_data_file(data_path)
-    net = build_network(cfg_path, weights, batch=1, quiet=quiet)
+    net = build_network(cfg_path, weights, batch=1)
     _check_classes(net, data)
     topk = min(data.top, data.classes)
     paths = read_list(data.valid)
+    show_table(net, quiet)
 
     def report(i, top1, topn):
         print(f"{i}: top 1: {top1:f}, top {topk}: {topn:f}", file=out)
@@ -97,26 +122,27 @@ def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
 
 # -- predict ------------------------------------------------------------------------------------------
 def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None, quiet=True):
-    """Print and return [(probability, label)] of the `top` most probable classes of `image`."""
+    """Print and return [(probability, label)] of the `top` most probable classes of `image` (0: the .data
+    `top`, at most `classes`; above `classes` is an error)."""
     out = out or sys.stdout
     from .data import classify_input
     from .datafile import read_data_file
     data = read_data_file(data_path)
-    net = build_network(cfg_path, weights, batch=1, quiet=quiet)
+    net = build_network(cfg_path, weights, batch=1)
     _check_classes(net, data)
     names = data.names
-    if top <= 0:
-        top = data.top
-    top = max(1, min(top, data.classes))
+    if top > data.classes:
+        raise DarknetError(f"-t {top}: expected at most the {data.classes} classes of {data.where('classes')}")
+    top = top or min(data.top, data.classes)
     x = classify_input(image, net.options)
+    show_table(net, quiet)
     start = time.perf_counter()
-    probabilities = net.ops.to_numpy(net.forward(x)).reshape(1, -1)
+    probabilities = class_probabilities(net, x)
     print(f"{image}: Predicted in {(time.perf_counter() - start) * 1000:f} milli-seconds.", file=out)
     result = []
     for index in _top_k(probabilities, top)[0]:
-        label = names[index] if index < len(names) else str(index)
-        result.append((float(probabilities[0, index]), label))
-        print(f"{probabilities[0, index] * 100:5.2f}%: {label}", file=out)
+        result.append((float(probabilities[0, index]), names[index]))
+        print(f"{probabilities[0, index] * 100:5.2f}%: {names[index]}", file=out)
     return result
 
 
@@ -132,7 +158,7 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
 
     out = out or sys.stdout
     data = read_data_file(data_path)
-    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear, quiet)
+    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
     _check_classes(net, data)
     o = net.options
     if seed is not None:
@@ -147,6 +173,7 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
     topk = min(data.get_int("top", 5, minimum=1), data.classes)
     topk_name = f"top{topk}"
     chart = Chart(chart, o.max_batches, topk_name)
+    show_table(net, quiet, o.mini_batch, train=True)
     print(f"{header(cfg_base(cfg_path), o)}\n{len(paths)} training images", file=out)
 
     iteration = current_iteration(net)
@@ -212,10 +239,17 @@ def cmd_valid(args):
 
 
 def cmd_predict(args):
+    from .cli import UsageError
+    from .weights import image_format
+    if args.image is None:
+        image = image_format(args.weights)
+        raise UsageError("classifier predict: expected DATA CFG WEIGHTS IMAGE; " + (
+            f"{args.weights} is a {image} image: the weights file is missing" if image else "IMAGE is missing"))
     predict_classifier(args.data, args.cfg, args.weights, args.image, top=args.t, quiet=False)
 
 
 def register_cli(sub):
+    from .cli import COUNT
     classifier = sub.add_parser("classifier", help="train, validate or run a classifier (darknet classifier ...)")
     verbs = classifier.add_subparsers(dest="verb", required=True, parser_class=type(classifier))
 
@@ -237,6 +271,7 @@ def register_cli(sub):
     predict.add_argument("data")
     predict.add_argument("cfg")
     predict.add_argument("weights")
-    predict.add_argument("image")
-    predict.add_argument("-t", type=int, default=0, help="how many classes to print (default: .data top, or 1)")
+    predict.add_argument("image", nargs="?")   # optional only to say which argument is missing
+    predict.add_argument("-t", type=COUNT, default=0,
+                         help="how many classes to print, at most classes (default 0: .data top, or 1)")
     predict.set_defaults(run=cmd_predict)

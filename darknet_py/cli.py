@@ -3,6 +3,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import sys
 import warnings
 
@@ -24,6 +25,37 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+INT_MAX = 2 ** 31 - 1   # darknet reads its numeric arguments into C ints
+
+
+class Number:
+    """An argparse type for a numeric option: a finite `kind` (int or float) in low..high (ints at most INT_MAX).
+    Anything else (out of range, NaN, Inf, not a number) is a one-line usage error naming the option."""
+
+    def __init__(self, kind, low, high=None):
+        self.kind, self.low = kind, low
+        self.high = INT_MAX if high is None and kind is int else high
+
+    def __call__(self, text):
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < self.low or (self.high is not None and
+                                                                             value > self.high):
+            raise argparse.ArgumentTypeError(f"expected {self}; got '{text}'")
+        return value
+
+    def __str__(self):
+        what = "an integer" if self.kind is int else "a number"
+        return f"{what} >= {self.low}" if self.high is None else f"{what} in {self.low}..{self.high}"
+
+
+POSITIVE = Number(int, 1)       # sizes, batches, counts of iterations
+COUNT = Number(int, 0)
+FRACTION = Number(float, 0, 1)  # thresholds: probabilities and IoUs
+
+
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=file or sys.stderr)
 
@@ -32,9 +64,9 @@ def cmd_ops(args):
     from .network import Network
     net = Network(args.cfg, batch=args.batch, width=args.width, height=args.height)
     if args.format == "table":
-        print(net.summary())
+        print(net.summary(batch=args.batch))
         return
-    info = net.table()
+    info = net.table(batch=args.batch)
     if args.format == "json":
         print(json.dumps(info, indent=1))
     else:
@@ -45,8 +77,6 @@ def cmd_ops(args):
 def cmd_partial(args):
     from . import load
     from .weights import partial
-    if args.layers < 0:
-        raise UsageError(f"partial: expected a layer count N >= 0; got {args.layers}")
     net = load(args.cfg)
     partial(net, args.weights, args.out, args.layers)
     print(f"Saved the first {min(args.layers, len(net.layers))} layers of {args.weights} to {args.out}")
@@ -65,18 +95,26 @@ def cmd_info(args):
             print(f"{key}: {value}")
 
 
+# Flags of darknet-py itself, accepted anywhere on the command line (main moves them before the verb)
+GLOBAL_FLAGS = ("--debug", "--no-memory-check")
+
+
 def build_parser():
+    from . import __version__
     parser = _Parser(prog="darknet-py", description="Darknet cfg/weights networks in Python.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"darknet-py {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors (anywhere on the line)")
     parser.add_argument("--no-memory-check", action="store_true",
                         help="run even when the layer table says the memory available is not enough (memory.py)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ops = sub.add_parser("ops", help="darknet's layer table with FMA, parameters and memory")
     ops.add_argument("cfg")
-    ops.add_argument("--width", type=int)
-    ops.add_argument("--height", type=int)
-    ops.add_argument("--batch", type=int, help="mini-batch for the network (default: 1)")
+    ops.add_argument("--width", type=POSITIVE)
+    ops.add_argument("--height", type=POSITIVE)
+    ops.add_argument("--batch", type=POSITIVE,
+                     help="the batch of both memory lines (default: inference at 1, training at the cfg's "
+                          "batch/subdivisions)")
     ops.add_argument("--format", choices=("table", "json", "yaml"), default="table")
     ops.set_defaults(run=cmd_ops)
 
@@ -84,7 +122,7 @@ def build_parser():
     part.add_argument("cfg")
     part.add_argument("weights")
     part.add_argument("out")
-    part.add_argument("layers", type=int, metavar="N")
+    part.add_argument("layers", type=COUNT, metavar="N")
     part.set_defaults(run=cmd_partial)
 
     info = sub.add_parser("info", help="build and device information")
@@ -97,14 +135,14 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    argv = [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
     debug = "--debug" in argv
     warnings.showwarning = _one_line_warnings
     try:
-        args = build_parser().parse_args(argv)
-        for key in ("width", "height", "batch"):
-            value = getattr(args, key, None)
-            if value is not None and value < 1:
-                raise UsageError(f"darknet-py {args.command}: --{key} must be >= 1; got {value}")
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:   # --help, --version
+            return e.code
         from .memory import check_disabled
         with check_disabled() if args.no_memory_check else contextlib.nullcontext():
             args.run(args)

@@ -27,10 +27,9 @@ Labels/names files with more lines than `classes` are read as darknet does: the 
 used (darknet's imagenet1k.data names the 21,842-line imagenet.labels.list), with a warning. Fewer lines than
 `classes` is an error (darknet would read past the end of its array).
 """
-import warnings
 from pathlib import Path
 
-from .errors import DarknetDataError, located
+from .errors import DarknetDataError, located, warn
 
 
 class DarknetDataWarning(UserWarning):
@@ -162,8 +161,8 @@ class DataFile:
                 raise self.error(key, f"'{path}' has {len(entries)} entries; expected classes = {classes} "
                                       f"({self.where('classes')})")
             if len(entries) > classes:
-                warnings.warn(f"{self.where(key)}: '{path}' has {len(entries)} entries for classes = {classes}; "
-                              f"using the first {classes}, as darknet does", DarknetDataWarning, stacklevel=3)
+                warn(f"{self.where(key)}: '{path}' has {len(entries)} entries for classes = {classes}; using the "
+                     f"first {classes}, as darknet does", DarknetDataWarning)
             self._lists[key] = entries[:classes]
         return self._lists[key]
 

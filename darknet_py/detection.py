@@ -16,6 +16,7 @@ from .imageops import resize_image
 
 HEAD_KINDS = ("yolo", "Gaussian_yolo", "region", "detection")   # layers whose outputs darknet turns into boxes
 NMS_DEFAULT_IOU = 0.45
+MAP_POINTS = (0, 11, 101)   # -points: area under the curve, VOC2007's 11 recall points, COCO's 101
 MAX_NMS_MATRIX = 8192   # boxes up to which NMS precomputes the pairwise overlaps (64 MB of booleans)
 
 
@@ -150,8 +151,14 @@ def network_boxes(net, im_w, im_h, thresh, hier_thresh=0.5, letter_box=False, ba
     Yolo heads keep cells whose objectness > thresh; region and detection heads keep every cell with a
     class probability > thresh (darknet also keeps the all-zero ones, which no later step uses)."""
     heads = check_detector(net)
-    parts = [layer.boxes(net, im_w, im_h, thresh, hier_thresh=hier_thresh, letter_box=letter_box, batch=batch)
-             for layer in heads]
+    with np.errstate(over="ignore"):   # an overflow is reported below, naming the head
+        parts = [layer.boxes(net, im_w, im_h, thresh, hier_thresh=hier_thresh, letter_box=letter_box, batch=batch)
+                 for layer in heads]
+    for layer, part in zip(heads, parts):
+        if not np.isfinite(part.boxes).all():   # exp() of a huge but finite w/h output
+            raise DarknetError(f"{net.cfg_path}: boxes of {layer.label} overflow float32 (its width/height outputs "
+                               f"are too large): the weights do not fit this cfg, are damaged, or are an "
+                               f"untrained initialisation")
     return Detections.concatenate(parts, heads[0].classes)
 
 
@@ -349,10 +356,9 @@ def read_truth(path, classes=None):
 
 
 def check_points(points):
-    """-points: 0 (area under the curve) or a number of recall levels (average_precision needs two)."""
-    if points != 0 and points < 2:
-        raise DarknetError(f"-points {points}: expected 0 (area under the curve), 11 (VOC2007), 101 (COCO) or "
-                           f"another number of recall points >= 2")
+    """-points: 0 (area under the curve), 11 (VOC2007) or 101 (COCO), the values darknet documents."""
+    if points not in MAP_POINTS:
+        raise DarknetError(f"-points {points}: expected 0 (area under the curve), 11 (VOC2007) or 101 (COCO)")
 
 
 def average_precision(precision, recall, points=0):

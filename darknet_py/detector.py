@@ -7,17 +7,21 @@ yolo/region layer (IoU threshold -nms, darknet's fixed .45), then
     name: NN%                              (one line per class above thresh, boxes left to right)
     name: NN%\t(left_x: ... top_y: ... width: ... height: ...)       with -ext_output
 and predictions.jpg with the boxes (written even with -dont_show, as darknet does; no window is ever opened).
--out FILE writes darknet's JSON (detection_to_json) for every image, at the end. Without IMAGE, paths are read
-from stdin after darknet's "Enter Image Path: " prompt; IMAGE may also be a .txt list of paths.
+-out FILE writes darknet's JSON (detection_to_json) for every image, at the end (also when an error stops the
+run: the images done are kept). Without IMAGE, paths are read from stdin after darknet's "Enter Image Path: "
+prompt; IMAGE may also be a .txt list of paths. In a list or on stdin, an unreadable image is named on stderr,
+skipped and counted (`Skipped N unreadable images` at the end); one IMAGE that cannot be read is an error.
 
 map (validate_detector_map): every image of the .data `valid` list (thresh .005, hier 0, NMS .45), truth from
 YOLO label files (detection.label_path), per-class AP, precision/recall/F1/TP/FP/FN/average IoU at -thresh, and
 mAP@-iou_thresh by -points 0 (area under the curve), 11 (VOC2007) or 101 (COCO), printed as darknet prints them.
 
-Differences from darknet: every bad input (image, names, weights, cfg without a detection head) is a one-line
-error with exit code 2 where darknet prints a warning and goes on or crashes; output files are written
-atomically; `map` honours -letter_box too (darknet uses only [net] letter_box there); darknet's " Detection
-layer: N - type = T" debug lines are not printed; -gpus warns and runs on the CPU while no GPU engine exists.
+Differences from darknet: every bad input (image, names, weights, cfg without a detection head, a threshold
+outside 0..1, heads whose outputs are NaN/Inf or boxes that overflow) is a one-line error with exit code 2 where
+darknet prints a warning and goes on, prints garbage or crashes; the layer table is printed after the checks
+(darknet prints it as it loads); output files are written atomically; `map` honours -letter_box too (darknet
+uses only [net] letter_box there) and takes -points 0, 11 or 101 only; darknet's " Detection layer: N - type =
+T" debug lines are not printed; -gpus warns and runs on the CPU when no CUDA engine can use the GPU.
 """
 import json
 import math
@@ -27,23 +31,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection import (NMS_DEFAULT_IOU, MapStats, apply_nms, check_detector, check_points, detection_heads,
-                        label_path, network_boxes, network_input, nms_layer, printed_detections, read_truth, shown)
+from .detection import (MAP_POINTS, NMS_DEFAULT_IOU, MapStats, apply_nms, check_detector, check_points,
+                        detection_heads, label_path, network_boxes, network_input, nms_layer, printed_detections,
+                        read_truth, shown)
 from .atomic import write_atomic
-from .errors import DarknetError
-from .trainer import gpus_device
+from .errors import DarknetDataError, DarknetError
+from .trainer import add_gpus_option, gpus_device, show_table
 
 JSON_FLOOR = 0.005   # detection_to_json: classes above this (get_network_boxes already applied thresh)
 MAP_THRESH = 0.005   # validate_detector_map's detection threshold
 
 
 # -- network and names ------------------------------------------------------------------------------
-def load_detector(cfg, weights, quiet=True, device="cpu"):
-    """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head; darknet's layer
-    table goes to stderr first unless `quiet`."""
-    from . import load
+def load_detector(cfg, weights, device="cpu"):
+    """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head."""
+    from .network import Network
     from .weights import load_weights
-    net = load(cfg, quiet=quiet, device=device)
+    net = Network(cfg, batch=1, device=device)
     check_detector(net)
     if weights is not None:
         load_weights(net, weights, strict=True)
@@ -89,7 +93,7 @@ def detect_image(net, image, thresh=0.25, nms=NMS_DEFAULT_IOU, hier_thresh=0.5, 
     letter_box = bool(net.options.letter_box) if letter_box is None else letter_box
     x = network_input(image, net.width, net.height, letter_box)
     start = time.perf_counter()
-    net.forward(x)
+    net.forward_checked(x, detection_heads(net))
     seconds = time.perf_counter() - start
     dets = network_boxes(net, image.shape[2], image.shape[1], thresh, hier_thresh, letter_box)
     return apply_nms(net, dets, nms), seconds
@@ -191,10 +195,15 @@ def save_output(path, write):
 
 
 # -- detector test ----------------------------------------------------------------------------------
+def single_image(image):
+    """Whether test_detector's IMAGE argument is one image (not a .txt list, not stdin)."""
+    return image is not None and not image.lower().endswith(".txt")
+
+
 def image_paths(image, stdin, out):
     """The paths test_detector reads: IMAGE; the lines of IMAGE when it is a .txt list; else stdin lines after
     darknet's 'Enter Image Path: ' prompt (blank lines skipped)."""
-    if image is not None and not image.lower().endswith(".txt"):
+    if single_image(image):
         yield image
         return
     if image is not None:
@@ -214,30 +223,43 @@ def image_paths(image, stdin, out):
 
 def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=0.5, nms=NMS_DEFAULT_IOU,
                   ext_output=False, letter_box=False, outfile=None, predictions="predictions.jpg",
-                  stdin=None, out=None, quiet=True, device="cpu"):
+                  stdin=None, out=None, err=None, quiet=True, device="cpu"):
     """The `detector test` verb. Returns the number of images processed."""
     from .data import load_image
-    stdin, out = stdin or sys.stdin, out or sys.stdout
-    net = load_detector(cfg, weights, quiet, device)
+    stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
+    net = load_detector(cfg, weights, device)
     _, names = read_names(data_path, net)
+    show_table(net, quiet)
     letter_box = bool(letter_box or net.options.letter_box)
-    frames = []
-    count = 0
-    for count, path in enumerate(image_paths(image, stdin, out), 1):
-        array = load_image(path, net.channels)
-        dets, seconds = detect_image(net, array, thresh, nms, hier_thresh, letter_box)
-        print(f"{path}: Predicted in {seconds * 1000:f} milli-seconds.", file=out)
-        for line in detection_lines(dets, thresh, names, array.shape[2], array.shape[1], ext_output):
-            print(line, file=out)
-        if predictions:
-            picture = draw_detections(array, dets, thresh, names)
-            save_output(predictions, lambda f: picture.save(f, format="JPEG", quality=80))
-        if outfile:
+    frames, skipped = [], []
+    try:
+        for path in image_paths(image, stdin, out):
+            try:
+                array = load_image(path, net.channels)
+            except DarknetDataError as e:
+                if single_image(image):
+                    raise
+                print(f"warning: {e}; skipped", file=err)
+                skipped.append(str(e))
+                continue
+            dets, seconds = detect_image(net, array, thresh, nms, hier_thresh, letter_box)
+            print(f"{path}: Predicted in {seconds * 1000:f} milli-seconds.", file=out)
+            for line in detection_lines(dets, thresh, names, array.shape[2], array.shape[1], ext_output):
+                print(line, file=out)
+            if predictions:
+                picture = draw_detections(array, dets, thresh, names)
+                save_output(predictions, lambda f: picture.save(f, format="JPEG", quality=80))
             frames.append(json_frame(dets, names, len(frames) + 1, path))
-    if outfile:
-        text = "[\n" + ", \n".join(frames) + "\n]"
-        save_output(outfile, lambda f: f.write(text.encode("utf-8")))
-    return count
+    finally:   # the images done are kept whatever stops the run
+        if outfile and frames:
+            text = "[\n" + ", \n".join(frames) + "\n]"
+            save_output(outfile, lambda f: f.write(text.encode("utf-8")))
+    if skipped and not frames:
+        raise DarknetDataError(f"{image or 'stdin'}: none of the {len(skipped)} images could be read; first: "
+                               f"{skipped[0]}")
+    if skipped:
+        print(f"Skipped {len(skipped)} unreadable images", file=err)
+    return len(frames)
 
 
 # -- detector map -----------------------------------------------------------------------------------
@@ -293,7 +315,7 @@ def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0,
     """The `detector map` verb: prints darknet's report and returns the mAP (0..1)."""
     from .data import read_list
     out, err = out or sys.stdout, err or sys.stderr
-    net = load_detector(cfg, weights, quiet, device)
+    net = load_detector(cfg, weights, device)
     data, names = read_names(data_path, net)
     paths = read_list(data.valid)
     difficult = data.get("difficult")
@@ -301,6 +323,7 @@ def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0,
     if difficult_paths is not None and len(difficult_paths) != len(paths):
         raise DarknetError(f"{data.where('difficult')}: {len(difficult_paths)} paths; expected one per valid "
                            f"image ({len(paths)})")
+    show_table(net, quiet)
     print("\n calculation mAP (mean average precision)...", file=out)
     start = time.time()
     result = validate_map(net, paths, len(names), thresh, iou_thresh, points, letter_box or None, difficult_paths,
@@ -323,32 +346,36 @@ def cmd_map(args):
 
 
 def _common(parser):
+    from .cli import FRACTION
     parser.add_argument("data", help="the .data file (names=, valid=)")
     parser.add_argument("cfg")
     parser.add_argument("weights")
-    parser.add_argument("-thresh", type=float, default=0.25, help="confidence threshold (default .25)")
+    parser.add_argument("-thresh", type=FRACTION, default=0.25, help="confidence threshold, 0..1 (default .25)")
     parser.add_argument("-letter_box", action="store_true", help="letterbox instead of stretching the image")
-    parser.add_argument("-gpus", default=None, help="GPU index (the CPU is used when no CUDA engine is available)")
+    add_gpus_option(parser)
     parser.add_argument("-dont_show", action="store_true", help="accepted: no window is ever opened")
 
 
 def register_cli(sub):
     """Adds `detector` with the sub-verbs test and map; returns the detector sub-verb group so that other
     modules can add theirs (detector train)."""
+    from .cli import FRACTION
     detector = sub.add_parser("detector", help="darknet's detector verbs: test, map, train")
     verbs = detector.add_subparsers(dest="detector_command", required=True, parser_class=type(detector))
     test = verbs.add_parser("test", help="detect objects in images (darknet detector test)")
     _common(test)
     test.add_argument("image", nargs="?", help="an image, or a .txt list of images; default: paths from stdin")
-    test.add_argument("-hier", type=float, default=0.5, help="hierarchical threshold (default .5)")
-    test.add_argument("-nms", type=float, default=NMS_DEFAULT_IOU, help="NMS IoU threshold (default .45; 0: none)")
+    test.add_argument("-hier", type=FRACTION, default=0.5, help="hierarchical threshold, 0..1 (default .5)")
+    test.add_argument("-nms", type=FRACTION, default=NMS_DEFAULT_IOU,
+                      help="NMS IoU threshold, 0..1 (default .45; 0: none)")
     test.add_argument("-ext_output", action="store_true", help="print box coordinates in pixels")
     test.add_argument("-out", default=None, help="write darknet's JSON results to this file")
     test.set_defaults(run=cmd_test)
     valid = verbs.add_parser("map", help="mean average precision on the .data valid list (darknet detector map)")
     _common(valid)
-    valid.add_argument("-iou_thresh", type=float, default=0.5, help="IoU for a true positive (default .5)")
-    valid.add_argument("-points", type=int, default=0, help="0: area under the curve, 11: VOC2007, 101: COCO")
+    valid.add_argument("-iou_thresh", type=FRACTION, default=0.5, help="IoU for a true positive, 0..1 (default .5)")
+    valid.add_argument("-points", type=int, choices=MAP_POINTS, default=0,
+                       help="0: area under the curve, 11: VOC2007, 101: COCO")
     valid.set_defaults(run=cmd_map)
     from .detector_train import add_train_verb
     add_train_verb(verbs)

@@ -1,5 +1,11 @@
 """Errors raised for bad user input. Each carries a one-line message naming the file, the line or option,
-and what was expected versus what was found; the CLI prints it without a traceback."""
+and what was expected versus what was found; the CLI prints it without a traceback. Warnings about input go
+through `warn`, which attributes them to the user's own call."""
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class DarknetError(Exception):
@@ -31,3 +37,12 @@ def located(path, line, message):
     """`path:line: message`, the form compilers use, so editors can jump to it."""
     where = f"{path}:{line}" if line else f"{path}"
     return f"{where}: {message}"
+
+
+def warn(message, category):
+    """warnings.warn attributed to the first caller outside darknet_py: a warning about a cfg or weights file
+    points at the user's `darknet_py.load(...)` line, not at the package line that found the problem."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

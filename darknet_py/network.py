@@ -1,9 +1,9 @@
 """A network built from a cfg: the [net] options and the layers in order, with shape inference."""
-import warnings
+import numpy as np
 
 from .backend import get_ops
 from .cfg import DarknetConfigWarning, parse_cfg
-from .errors import DarknetError
+from .errors import DarknetError, warn
 from .layers import layer_class
 from .layers.base import BuildContext
 from .netcfg import NetOptions
@@ -30,8 +30,8 @@ class Network:
             ctx.w, ctx.h, ctx.c, ctx.inputs = layer.out_w, layer.out_h, layer.out_c, layer.outputs
         for section in sections:
             for option in section.unused():
-                warnings.warn(f"{section.path}:{option.line}: unused field '{option.key} = {option.value}' in "
-                              f"[{section.name}] (darknet ignores it too)", DarknetConfigWarning, stacklevel=2)
+                warn(f"{section.path}:{option.line}: unused field '{option.key} = {option.value}' in "
+                     f"[{section.name}] (darknet ignores it too)", DarknetConfigWarning)
         # weights-file header, kept so that a loaded file can be written back unchanged
         self.version = (0, 2, 5)
         self.seen = 0
@@ -51,7 +51,7 @@ class Network:
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise DarknetError(f"{self.cfg_path}: input of shape {tuple(x.shape)}; expected (batch, "
                                f"{expected[0]}, {expected[1]}, {expected[2]}) as [net] channels/height/width say")
-        self._check_memory(x.shape[0], train)
+        self.check_memory(x.shape[0], train)
         self.train = train
         self.input = x
         self.truth = None if truth is None else self.ops.asarray(truth)
@@ -67,9 +67,10 @@ class Network:
         from .training import update_network
         update_network(self)
 
-    def _check_memory(self, batch, train):
+    def check_memory(self, batch, train):
         """Before the first forward of a batch size and mode, compare what the layer table says it allocates
-        with the memory the device has available (memory.py); refuse with DarknetMemoryError if it does not fit."""
+        with the memory the device has available (memory.py); refuse with DarknetMemoryError if it does not fit.
+        forward() calls it; the verbs call it earlier, before their data loaders start."""
         key = (batch, bool(train))
         if not self.memory_check or key in self._memory_checked:
             return
@@ -79,6 +80,24 @@ class Network:
         check_memory(self.ops, forward_bytes(self, batch, train),
                      f"{self.cfg_path}: {mode} forward of {batch} {self.width}x{self.height} image(s)")
         self._memory_checked.add(key)
+
+    def first_non_finite(self):
+        """The first layer whose output of the last forward holds a NaN or an Inf, or None."""
+        xp = self.ops.xp
+        return next((layer for layer in self.layers
+                     if layer.output is not None and not bool(xp.isfinite(layer.output).all())), None)
+
+    def forward_checked(self, x, heads):
+        """An inference forward of `x` whose `heads` (the layers a verb reads) must give finite outputs: a NaN or
+        Inf is an error naming the first layer that produced one (a head would print nan% or overflow)."""
+        xp = self.ops.xp
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # reported below, by layer
+            self.forward(x)
+        for head in heads:
+            if not bool(xp.isfinite(head.output).all()):
+                raise DarknetError(f"{self.cfg_path}: the output of {head.label} is not finite (NaN/Inf); the "
+                                   f"first non-finite output is that of {self.first_non_finite().label}: the weights "
+                                   f"do not fit this cfg, are damaged, or are an untrained initialisation")
 
     def backward(self, delta=None):
         """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the loss layers'
@@ -158,12 +177,13 @@ class Network:
         from .detector import detect
         return detect(self, image, thresh, nms, hier_thresh, letter_box, names)
 
-    def summary(self):
-        """Darknet's layer table with FMA, parameters, memory and totals (what `darknet-py ops` prints)."""
+    def summary(self, batch=None):
+        """Darknet's layer table with FMA, parameters, memory and totals (what `darknet-py ops` prints); the
+        memory lines for inference at `batch` and training at mini-batch `batch` (default: 1 and the cfg's)."""
         from .table import format_table
-        return format_table(self)
+        return format_table(self, batch)
 
-    def table(self):
-        """The layer table as a dict for tools (`darknet-py ops --format json|yaml`)."""
+    def table(self, batch=None):
+        """The layer table as a dict for tools (`darknet-py ops --format json|yaml`); `batch` as for summary."""
         from .table import table_dict
-        return table_dict(self)
+        return table_dict(self, batch)

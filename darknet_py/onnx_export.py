@@ -397,23 +397,28 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, batch=None, boxes=False):
 
 # -- command line -------------------------------------------------------------------------------------
 def cmd_export(args):
-    from . import load
-    net = load(args.cfg, args.weights, quiet=False, width=args.width, height=args.height)
+    import sys
+    from .network import Network
+    from .weights import load_weights
+    net = Network(args.cfg, batch=1, width=args.width, height=args.height)
+    load_weights(net, args.weights)
     export_onnx(net, args.out, opset=args.opset, batch=args.batch, boxes=args.boxes)
+    print(net.summary(), file=sys.stderr)   # darknet's table once every check passed, not above their error
     batch = args.batch if args.batch else "dynamic"
     extra = " with boxes and scores" if args.boxes else ""
     print(f"Exported {args.cfg} ({net.width}x{net.height}, batch {batch}, opset {args.opset}){extra} to {args.out}")
 
 
 def register_cli(sub):
+    from .cli import POSITIVE
     export = sub.add_parser("export", help="write the network as an ONNX file (inference graph, BN folded)")
     export.add_argument("cfg")
     export.add_argument("weights")
     export.add_argument("out", help="the .onnx file to write")
-    export.add_argument("--batch", type=int, help="fixed batch size (default: a dynamic batch dimension)")
-    export.add_argument("--width", type=int)
-    export.add_argument("--height", type=int)
-    export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    export.add_argument("--batch", type=POSITIVE, help="fixed batch size (default: a dynamic batch dimension)")
+    export.add_argument("--width", type=POSITIVE)
+    export.add_argument("--height", type=POSITIVE)
+    export.add_argument("--opset", type=POSITIVE, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     export.add_argument("--boxes", action="store_true",
                         help="also output decoded boxes (x1, y1, x2, y2 in input pixels) and class scores")
     export.set_defaults(run=cmd_export)

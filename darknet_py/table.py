@@ -1,6 +1,7 @@
 """Darknet's layer table (`layer filters size/strd(dil) input -> output BF`), character for character, with
 the columns darknet lacks: multiply-adds, parameters and output memory per layer, then totals and a memory
-budget for inference (batch 1) and for training (the cfg's batch/subdivisions)."""
+budget for inference and for training (by default at batch 1 and at the cfg's batch/subdivisions; both at a
+given `batch` otherwise)."""
 import numpy as np
 
 MIB = 1024.0 * 1024.0
@@ -55,16 +56,19 @@ def forward_bytes(net, batch, train):
     return 2 * outputs + buffers + weight_gradients + scratch_bytes(net, batch, True)   # outputs and their deltas
 
 
-def memory_budget(net):
-    """MiB of float32 buffers darknet_py allocates for inference at batch 1 and training at the cfg mini-batch."""
+def memory_budget(net, batch=None):
+    """MiB of float32 buffers darknet_py allocates for inference and for training at mini-batch `batch`; without
+    it, inference at batch 1 and training at the cfg's batch/subdivisions."""
     layers = net.layers
     weights = sum(l.weight_floats for l in layers) * 4
     learnable = sum(l.params for l in layers) * 4
     outputs = sum(l.output_floats for l in layers) * 4
     extras = sum(l.train_floats for l in layers) * 4
-    train_batch = max(1, net.options.batch // net.options.subdivisions)
-    inference = {"batch": 1, "activations_mib": outputs / MIB, "scratch_mib": scratch_bytes(net, 1, False) / MIB,
-                 "weight_cache_mib": cache_bytes(net) / MIB}
+    inference_batch = batch or 1
+    train_batch = batch or max(1, net.options.batch // net.options.subdivisions)
+    inference = {"batch": inference_batch, "activations_mib": outputs * inference_batch / MIB,
+                 "scratch_mib": scratch_bytes(net, inference_batch, False) / MIB,
+                 "weight_cache_mib": cache_bytes(net, inference_batch) / MIB}
     inference["total_mib"] = (weights / MIB + inference["weight_cache_mib"] + inference["activations_mib"] +
                               inference["scratch_mib"])
     training = {
@@ -79,7 +83,8 @@ def memory_budget(net):
     return {"weights_mib": weights / MIB, "inference": inference, "training": training}
 
 
-def table_dict(net):
+def table_dict(net, batch=None):
+    """The table as data; `batch` as for memory_budget (the per-layer figures are at batch 1)."""
     layers = []
     for l in net.layers:
         layers.append({
@@ -95,7 +100,7 @@ def table_dict(net):
         "total_bflops": round(darknet_total_bflops(net.layers), 6),
         "total_fma_g": sum(l.fma for l in net.layers) / 1e9,
         "params": sum(l.params for l in net.layers),
-        "memory": memory_budget(net),
+        "memory": memory_budget(net, batch),
     }
 
 
@@ -103,12 +108,12 @@ def _extra(layer):
     return f" | {layer.fma / 1e9:8.4f} {layer.params:10d} {layer.output_floats * 4 / MIB:8.2f}"
 
 
-def format_table(net):
+def format_table(net, batch=None):
     lines = [HEADER.ljust(DARKNET_WIDTH) + " |   FMA(G)     params  out MiB"]
     for layer in net.layers:
         lines.append(darknet_row(layer).ljust(DARKNET_WIDTH) + _extra(layer))
         lines.extend(layer.notes())
-    info = table_dict(net)
+    info = table_dict(net, batch)
     mem = info["memory"]
     inf, tr = mem["inference"], mem["training"]
     lines += [
@@ -116,7 +121,7 @@ def format_table(net):
         f"Total FMA {info['total_fma_g']:.3f} G (multiply-adds of convolutional and connected layers; "
         f"darknet's BFLOPS count each as 2)",
         f"Parameters {info['params']:,} (weights file {mem['weights_mib']:.2f} MiB)",
-        f"Memory, inference at batch 1: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
+        f"Memory, inference at batch {inf['batch']}: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
         f"Winograd weights cache {inf['weight_cache_mib']:.1f} + outputs {inf['activations_mib']:.1f} + "
         f"largest layer scratch (im2col/Winograd buffers, temporaries) {inf['scratch_mib']:.1f}",
         f"Memory, training at batch {tr['batch']}: {tr['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "

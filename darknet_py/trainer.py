@@ -3,6 +3,7 @@ train_classifier and train_detector share it): building the network to train, th
 `<cfgbase>_<tag>.weights`, the per-iteration bookkeeping (TrainLoop: darknet's running averages, the
 `Loaded:` line, a progress bar) and chart.png. Each verb keeps its own schedule of saves and evaluations and
 its own iteration line, which differ in darknet."""
+import argparse
 import math
 import sys
 import time
@@ -12,31 +13,43 @@ from .atomic import write_atomic
 from .errors import DarknetError
 from .training import current_iteration, train_iteration
 
+MAX_THREADS = 64   # image loading workers: darknet's detector loader runs 64 threads
+
 
 def cfg_base(cfg_path):
     """Darknet's basecfg: the cfg file name without folder and extension."""
     return Path(cfg_path).stem
 
 
-def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu", quiet=True):
-    """The cfg's network with `weights` loaded, or darknet's random initialization without them; darknet's
-    layer table goes to stderr first unless `quiet` (the CLI prints it at every load, as darknet does).
-    batch=None keeps the cfg's."""
-    from . import load
-    from .weights import init_weights
+def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu"):
+    """The cfg's network with `weights` loaded, or darknet's random initialization without them (the cfg's
+    warnings shown; the layer table is the verb's to print, with show_table). batch=None keeps the cfg's."""
+    from .network import Network
+    from .weights import init_weights, load_weights
     if subdivisions is not None and subdivisions < 1:
         raise DarknetError(f"subdivisions must be >= 1; got {subdivisions}")
-    net = load(cfg_path, weights, batch=batch, quiet=quiet, device=device)
+    net = Network(cfg_path, batch=batch, device=device)
     if subdivisions is not None:
         net.options.subdivisions = subdivisions
     if weights is None:
         init_weights(net)
+    else:
+        load_weights(net, weights)
     return net
 
 
-def network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear, quiet=True):
+def show_table(net, quiet, batch=1, train=False):
+    """What a verb does once its inputs are checked, before its first batch: the memory check for `batch`
+    images, then darknet's layer table on stderr unless `quiet`. Darknet prints the table as it loads; here it
+    comes after the checks that can fail, so that their one-line error is not buried under the table."""
+    net.check_memory(batch, train)
+    if not quiet:
+        print(net.summary(batch=batch if train else None), file=sys.stderr)
+
+
+def network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear):
     """build_network, then max_batches overridden when given (at least 1 needed) and `seen` reset with clear."""
-    net = build_network(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device, quiet=quiet)
+    net = build_network(cfg_path, weights, batch=batch, subdivisions=subdivisions, device=device)
     o = net.options
     if max_batches is not None:
         o.max_batches = max_batches
@@ -54,30 +67,52 @@ def header(base, options):
     return f"{base}\nLearning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}"
 
 
+def gpu_indexes(text):
+    """The argparse type of -gpus: darknet's comma-separated GPU indexes (0, or 0,1,2), each once."""
+    from .cli import INT_MAX
+    parts = text.split(",")
+    if not all(p.isdigit() and int(p) <= INT_MAX for p in parts) or len(set(map(int, parts))) != len(parts):
+        raise argparse.ArgumentTypeError(f"expected GPU indexes such as 0 or 0,1 (each a number >= 0, once); "
+                                         f"got '{text}'")
+    return [int(p) for p in parts]
+
+
 def gpus_device(args):
-    """The device of `-gpus` (its first index); the CPU, with a warning, when no CUDA engine is available."""
+    """The device of `-gpus`: the first index (darknet_py runs on one GPU: a warning names the others); the
+    CPU, with a warning, when no CUDA engine can use that GPU."""
     if args.gpus is None:
         return "cpu"
     from .backend import get_ops
-    device = f"cuda:{args.gpus.split(',')[0]}"
+    device = f"cuda:{args.gpus[0]}"
+    flag = f"-gpus {','.join(map(str, args.gpus))}"
+    if len(args.gpus) > 1:
+        print(f"warning: {flag}: darknet_py runs on one GPU; using {device} only", file=sys.stderr)
     try:
         get_ops(device)
     except DarknetError as e:
-        print(f"warning: -gpus {args.gpus}: {e}; running on the CPU", file=sys.stderr)
+        print(f"warning: {flag}: {e}; running on the CPU", file=sys.stderr)
         return "cpu"
     return device
 
 
 def add_training_options(train):
     """The options both `train` verbs take besides DATA CFG [WEIGHTS] and their own evaluation flag."""
-    train.add_argument("-gpus", help="GPU index (the CPU is used when no CUDA engine is available)")
+    from .cli import POSITIVE, Number
+    add_gpus_option(train)
     train.add_argument("-dont_show", action="store_true", help="no progress bar (darknet: no chart window)")
     train.add_argument("-clear", action="store_true", help="start the iteration count from 0")
     train.add_argument("-chart", default="chart.png", help="where to write the chart (default: chart.png)")
-    train.add_argument("--batch", type=int, help="mini-batch (overrides the cfg's batch/subdivisions)")
-    train.add_argument("--subdivisions", type=int, help="mini-batches per iteration (overrides the cfg)")
-    train.add_argument("--max_batches", type=int, help="iterations to train to (overrides the cfg)")
-    train.add_argument("--threads", type=int, default=2, help="image loading workers (default: 2)")
+    train.add_argument("--batch", type=POSITIVE, help="mini-batch (overrides the cfg's batch/subdivisions)")
+    train.add_argument("--subdivisions", type=POSITIVE, help="mini-batches per iteration (overrides the cfg)")
+    train.add_argument("--max_batches", type=POSITIVE, help="iterations to train to (overrides the cfg)")
+    train.add_argument("--threads", type=Number(int, 1, MAX_THREADS), default=2,
+                       help=f"image loading workers (default: 2, at most {MAX_THREADS})")
+
+
+def add_gpus_option(parser):
+    parser.add_argument("-gpus", type=gpu_indexes,
+                        help="GPU indexes, darknet's 0,1,...: the first is used; the CPU when no CUDA engine can "
+                             "use it (with a warning)")
 
 
 class Backups:

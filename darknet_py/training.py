@@ -152,13 +152,8 @@ def check_finite(net, loss, iteration):
     """Stop with the iteration and the first layer whose output is not finite when the loss is NaN/Inf."""
     if math.isfinite(loss):
         return
-    xp = net.ops.xp
-    for layer in net.layers:
-        if layer.output is not None and not bool(xp.isfinite(layer.output).all()):
-            where = f"layer {layer.index} [{layer.section.name}] ({layer.section.path}:{layer.section.line})"
-            break
-    else:
-        where = "the loss only (every layer output is finite)"
+    first = net.first_non_finite()
+    where = first.label if first is not None else "the loss only (every layer output is finite)"
     raise TrainingDiverged(f"{net.cfg_path}: training diverged at iteration {iteration}: loss is {loss}; first "
                            f"non-finite output: {where}; lower learning_rate or raise burn_in")
 

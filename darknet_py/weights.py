@@ -1,14 +1,27 @@
 """Darknet .weights files: header (int32 major, minor, revision; `seen` images as uint64 when major*10+minor
 >= 2, else uint32), then float32 arrays layer by layer in each layer's `weight_layout()` order
 (src/parser.c load_weights_upto / save_weights_upto). Nothing is loaded partially without an error."""
-import warnings
-
 import numpy as np
 
 from .atomic import write_atomic
-from .errors import DarknetWeightsError
+from .errors import DarknetWeightsError, warn
 
 HEADER_INTS = 3
+# how image files begin: an image where a .weights file is expected means the weights argument was left out
+IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP",
+                    b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def image_format(path):
+    """The image format `path` starts with (JPEG, PNG, ...), or None (not an image, or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(12)
+    except OSError:
+        return None
+    if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in IMAGE_SIGNATURES.items() if start.startswith(magic)), None)
 
 
 class DarknetWeightsWarning(UserWarning):
@@ -17,10 +30,6 @@ class DarknetWeightsWarning(UserWarning):
 
 def _seen_dtype(major, minor):
     return np.uint64 if major * 10 + minor >= 2 else np.uint32
-
-
-def _layer_label(layer):
-    return f"layer {layer.index} [{layer.section.name}] ({layer.section.path}:{layer.section.line})"
 
 
 def _stored_layout(layer):
@@ -48,6 +57,10 @@ def load_weights(net, path, cutoff=None, strict=False):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise DarknetWeightsError(f"{path}: cannot read weights file: {e.strerror or e}") from None
+    image = image_format(path)
+    if image:
+        raise DarknetWeightsError(f"{path}: a {image} image, not a darknet .weights file: the weights file is "
+                                  f"missing from the arguments (e.g. detector test DATA CFG WEIGHTS IMAGE)")
     if data.size < HEADER_INTS * 4 + 4:
         raise DarknetWeightsError(f"{path}: not a darknet weights file: expected a header of at least 16 bytes; "
                                   f"got {data.size} bytes")
@@ -66,7 +79,7 @@ def load_weights(net, path, cutoff=None, strict=False):
             end = offset + 4 * count
             if end > data.size:
                 raise DarknetWeightsError(
-                    f"{path}: ends inside {_layer_label(layer)} {name}: expected {4 * count} bytes, "
+                    f"{path}: ends inside {layer.label} {name}: expected {4 * count} bytes, "
                     f"{data.size - offset} left (the file fits a different cfg, or is truncated)")
             values = data[offset:end].view(np.float32)
             if _transposed((major, minor, revision), layer) and name == "weights":
@@ -84,10 +97,9 @@ def load_weights(net, path, cutoff=None, strict=False):
         layer.weights[name] = array
         if not np.isfinite(array).all():
             bad = int(np.count_nonzero(~np.isfinite(array)))
-            warnings.warn(f"{path}: {_layer_label(layer)} {name} has {bad} NaN/Inf values",
-                          DarknetWeightsWarning, stacklevel=2)
+            warn(f"{path}: {layer.label} {name} has {bad} NaN/Inf values", DarknetWeightsWarning)
     if left:
-        warnings.warn(leftover, DarknetWeightsWarning, stacklevel=2)
+        warn(leftover, DarknetWeightsWarning)
     return net
 
 
@@ -100,7 +112,7 @@ def weights_bytes(net, cutoff=None):
         for name, shape in _stored_layout(layer):
             array = layer.weights.get(name)
             if array is None:
-                raise DarknetWeightsError(f"{_layer_label(layer)} has no '{name}' to save: load a .weights file "
+                raise DarknetWeightsError(f"{layer.label} has no '{name}' to save: load a .weights file "
                                           f"or call init_weights first")
             array = np.asarray(net.ops.to_numpy(array), dtype=np.float32).reshape(shape)
             if _transposed(net.version, layer) and name == "weights":

@@ -43,12 +43,22 @@ def test_darknet_defaults(tmp_path):
     assert net.options.learning_rate == 0.001 and net.options.momentum == 0.9 and net.options.decay == 0.0001
 
 
-def test_duplicate_and_unknown_options_warn_with_line(tmp_path):
+def test_duplicate_and_unknown_options_warn_with_line(tmp_path, capsys):
+    """Warnings name the cfg line, and Python attributes them to the user's load() call (this file); quiet=True
+    silences them."""
+    path = tmp_path / "t.cfg"
+    path.write_text(NET + "[convolutional]\nfilters=4\nfliters=5\nfilters=6\n")
     with pytest.warns(DarknetConfigWarning) as record:
-        build(tmp_path, NET + "[convolutional]\nfilters=4\nfliters=5\nfilters=6\n")
+        darknet_py.load(path)
+    assert "Total BFLOPS" in capsys.readouterr().err
     texts = [str(w.message) for w in record]
     assert any("t.cfg:7: unused field 'fliters = 5'" in t for t in texts)
     assert any("t.cfg:8: unused field 'filters = 6'" in t for t in texts)
+    assert {w.filename for w in record} == {__file__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        darknet_py.load(path, quiet=True)
+    assert capsys.readouterr() == ("", "")
 
 
 @pytest.mark.parametrize("body, where, words", [
@@ -117,4 +127,4 @@ def test_width_height_override(tmp_path):
 def test_warnings_are_not_errors_for_shared_cfgs(shared):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DarknetConfigWarning)
-        darknet_py.load(shared / "cfg" / "yolov4-tiny.cfg", quiet=True)   # a clean cfg: no warning at all
+        darknet_py.Network(shared / "cfg" / "yolov4-tiny.cfg")   # a clean cfg: no warning at all

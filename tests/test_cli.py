@@ -43,7 +43,7 @@ def test_ops_json_and_yaml_agree(capsys):
 @pytest.mark.parametrize("argv, words", [
     (["ops", "missing.cfg"], "missing.cfg: cannot read cfg file"),
     (["ops"], "the following arguments are required: cfg"),
-    (["ops", DEMO, "--width", "-5"], "--width must be >= 1"),
+    (["ops", DEMO, "--width", "-5"], "argument --width: expected an integer in 1..2147483647; got '-5'"),
     (["ops", DEMO, "--format", "xml"], "invalid choice"),
     (["nonsense"], "invalid choice"),
 ])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, one_error_line
-from darknet_py.cli import build_parser, main
+from darknet_py.cli import Number, build_parser, main
 
 
 def leaf_commands(parser=None, path=()):
@@ -23,7 +23,7 @@ def leaf_commands(parser=None, path=()):
 
 
 def numeric(action):
-    return action.type in (int, float)
+    return action.type in (int, float) or isinstance(action.type, Number)
 
 
 def command_argv(prefix, parser, path_value, number="3"):

@@ -293,8 +293,9 @@ def test_average_precision_by_hand_for_each_points_method():
 def test_average_precision_function():
     assert average_precision([1.0, 0.5], [0.5, 0.5], 0) == 0.5
     assert average_precision([], [], 11) == 0.0
-    for points in (1, -3):   # one recall level would divide by zero: refused as the -points flag is
-        with pytest.raises(DarknetError, match=f"-points {points}: expected 0 .area under the curve.*>= 2"):
+    for points in (1, -3, 7):   # darknet documents 0, 11 and 101 (one recall level would divide by zero)
+        with pytest.raises(DarknetError, match=f"-points {points}: expected 0 .area under the curve., 11 "
+                                               f".VOC2007. or 101 .COCO.$"):
             average_precision([1.0], [1.0], points)
 
 
@@ -467,7 +468,7 @@ def test_cli_map(capsys, tiny):
     assert code == 0 and " IoU threshold = 75 %, used 11 Recall-points " in out
     assert " mean average precision (mAP@0.75) = 0.500000, or 50.00 % " in out
     code, _, err = run(capsys, "detector", "map", "tiny.data", "tiny.cfg", "tiny.weights", "-points", "1")
-    assert code == 2 and "-points 1: expected 0" in err
+    assert code == 2 and "argument -points: invalid choice: 1 (choose from 0, 11, 101)" in err
 
 
 def test_cli_errors(capsys, tiny, shared):

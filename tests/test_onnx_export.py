@@ -399,7 +399,7 @@ def test_cli_export(shared, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--opset", "7"], "opset 7: expected 13.."),
-    (["--batch", "0"], "--batch must be >= 1"),
+    (["--batch", "0"], "argument --batch: expected an integer in 1..2147483647; got '0'"),
 ])
 def test_cli_export_errors(shared, tmp_path, capsys, argv, message):
     cfg = shared / "cfg" / "yolov3-tiny.cfg"

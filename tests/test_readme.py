@@ -1,11 +1,14 @@
 """The README's main job runs as written: its command (after `pip install . &&`) from the repository root; its
-sample layer table is what `darknet-py ops` prints today."""
+sample layer table is what `darknet-py ops` prints today; its Python API example runs; its ImageNet .data is
+darknet's and its MixNet-M memory table is what `ops --batch` prints."""
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -61,3 +64,61 @@ def test_readme_sample_table_is_what_ops_prints(shared):
     printed = set((done.stdout + done.stderr).splitlines())
     missing = [line for line in sample if line not in printed]
     assert not missing, f"README sample lines not printed by `darknet-py ops`: {missing}"
+
+
+def readme_block(heading, language=""):
+    """The first fenced block (```language) after `heading` in the README."""
+    text = (REPO / "README.md").read_text()
+    return re.search(rf"```{language}\n(.*?)\n```", text[text.index(heading):], re.S).group(1)
+
+
+def test_readme_python_api_example_runs(capsys, monkeypatch):
+    """The Python API block, run from the repository root: the shipped detector finds the sample's shapes, and a
+    network with darknet's initialisation runs a forward."""
+    monkeypatch.chdir(REPO)
+    scope = {}
+    exec(readme_block("## Python API", "python"), scope)
+    out = capsys.readouterr().out
+    assert "Total BFLOPS" in out and "0 convolutional (128, 128, 3) -> (64, 64, 16) " in out
+    assert sorted(name for name, _, _ in scope["net"].detect("data/shapes/shapes_0001.jpg",
+                                                             names=["circle", "square", "triangle"])) == \
+        ["square", "square", "triangle", "triangle"]
+    assert scope["out"].shape[0] == 1 and bool(np.isfinite(scope["out"]).all())
+
+
+def test_readme_imagenet_data_is_darknets(shared):
+    """The README's imagenet1k.data is darknet's, `backup` aside."""
+    def options(text):
+        pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+        return {key.strip(): value.strip() for key, value in pairs}
+    ours = options(readme_block("## MixNet-M on ImageNet"))
+    theirs = options((shared / "cfg" / "imagenet1k.data").read_text())
+    assert ours.pop("backup") == "backup/" and theirs.pop("backup") == "/home/pjreddie/backup/"
+    assert ours == theirs
+
+
+MIXNET_MEMORY = """
+import json, os, sys
+os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
+import darknet_py
+net = darknet_py.Network(sys.argv[1])
+print(json.dumps({b: [net.table(batch=b)["memory"][m]["total_mib"] for m in ("inference", "training")]
+                  for b in map(int, sys.argv[2:])}))
+"""
+
+
+def test_readme_mixnet_memory_table_is_what_ops_prints():
+    """The README's memory per mini-batch for MixNet-M, against `ops --batch B`'s figures (2 kernel threads, as
+    printed there: the inference scratch is per thread)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## MixNet-M on ImageNet"):text.index("## Compatibility notes")]
+    rows = {int(b): (float(i), float(t)) for b, i, t in re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \|$", section,
+                                                                     re.M)}
+    assert sorted(rows) == [1, 8, 16, 32, 64, 128]
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the table was printed with 2 kernel threads; this machine has 1 CPU")
+    done = subprocess.run([sys.executable, "-c", MIXNET_MEMORY, str(REPO / "cfg" / "mixnet_m.cfg"), *map(str, rows)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    printed = {int(b): tuple(round(v, 1) for v in figures) for b, figures in json.loads(done.stdout).items()}
+    assert printed == rows

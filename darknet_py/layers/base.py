@@ -151,6 +151,11 @@ class Layer:
     def error(self, key, message):
         return self.section.error(key, message)
 
+    @property
+    def label(self):
+        """`layer 3 [convolutional] (cfg/x.cfg:40)`: how messages name a layer."""
+        return f"layer {self.index} [{self.section.name}] ({self.section.path}:{self.section.line})"
+
 
 def fmt_shape(w, h, c):
     return f"{w:4d} x{h:4d} x{c:4d}"
