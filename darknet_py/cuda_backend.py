@@ -633,7 +633,8 @@ class CudaOps:
         batch, channels = x.shape[:2]
         return self.xp.ascontiguousarray(dt.reshape(batch, -1, channels).transpose(0, 2, 1)).reshape(x.shape)
 
-    def _state(self, w, grad, *state):
+    def _optimizer_ptrs(self, w, grad, *state):
+        """The addresses of w, grad and the optimizer state arrays, checked to be of one shape."""
         for name, a in (("grad", grad),) + tuple(("optimizer state", s) for s in state):
             if a.shape != w.shape:
                 raise ValueError(f"optimizer: weights {w.shape} and {name} {a.shape} differ")
@@ -643,11 +644,11 @@ class CudaOps:
         """Darknet's SGD step on w, in place (training.py): s = velocity + grad (+ decay * w where decay != 0);
         w -= rate * s; velocity = momentum * s (in place); then w = min(clip, max(-clip, w)) where clip != 0. rate
         and decay come already divided / multiplied by the images per iteration. One fused kernel."""
-        self.k.sgd_update(*self._state(w, grad, velocity), w.size, rate, momentum, decay, clip, self._stream)
+        self.k.sgd_update(*self._optimizer_ptrs(w, grad, velocity), w.size, rate, momentum, decay, clip, self._stream)
 
     def adam_update(self, w, grad, m, v, rate, beta1, beta2, eps, t, decay, clip):
         """Darknet's Adam step on w, m and v in place (training.py): g = grad + decay * w; m = beta1*m + (1-beta1)*g;
         v = beta2*v + (1-beta2)*g^2; w -= rate * m/(1 - beta1^t) / (sqrt(v/(1 - beta2^t)) + eps); then the clip
         of sgd_update. One fused kernel; the constants are rounded to float32 from double, as NumPy rounds them."""
-        self.k.adam_update(*self._state(w, grad, m, v), w.size, beta1, beta2, 1 - beta1, 1 - beta2, 1 - beta1 ** t,
-                           1 - beta2 ** t, rate, eps, decay, clip, self._stream)
+        self.k.adam_update(*self._optimizer_ptrs(w, grad, m, v), w.size, beta1, beta2, 1 - beta1, 1 - beta2,
+                           1 - beta1 ** t, 1 - beta2 ** t, rate, eps, decay, clip, self._stream)
