@@ -35,7 +35,7 @@ import numpy as np
 from .detection import HEAD_KINDS
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, build_network, cfg_base, header,
-                      network_to_train, print_skipped, gpus_device, show_table)
+                      network_to_train, print_skipped, gpus_device, check_memory_and_print_table)
 from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
@@ -111,7 +111,7 @@ def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
     _check_classes(net, data)
     topk = min(data.top, data.classes)
     paths = read_list(data.valid)
-    show_table(net, quiet)
+    check_memory_and_print_table(net, quiet)
 
     def report(i, top1, topn):
         print(f"{i}: top 1: {top1:f}, top {topk}: {topn:f}", file=out)
@@ -131,11 +131,12 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None, qui
     net = build_network(cfg_path, weights, batch=1)
     _check_classes(net, data)
     names = data.names
-    if top > data.classes:
-        raise DarknetError(f"-t {top}: expected at most the {data.classes} classes of {data.where('classes')}")
+    if not 0 <= top <= data.classes:
+        raise DarknetError(f"-t {top}: expected 0 (the .data top) up to the {data.classes} classes of "
+                           f"{data.where('classes')}")
     top = top or min(data.top, data.classes)
     x = classify_input(image, net.options)
-    show_table(net, quiet)
+    check_memory_and_print_table(net, quiet)
     start = time.perf_counter()
     probabilities = class_probabilities(net, x)
     print(f"{image}: Predicted in {(time.perf_counter() - start) * 1000:f} milli-seconds.", file=out)
@@ -173,7 +174,7 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
     topk = min(data.get_int("top", 5, minimum=1), data.classes)
     topk_name = f"top{topk}"
     chart = Chart(chart, o.max_batches, topk_name)
-    show_table(net, quiet, o.mini_batch, train=True)
+    check_memory_and_print_table(net, quiet, o.mini_batch, train=True)
     print(f"{header(cfg_base(cfg_path), o)}\n{len(paths)} training images", file=out)
 
     iteration = current_iteration(net)

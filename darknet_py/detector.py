@@ -36,7 +36,7 @@ from .detection import (MAP_POINTS, NMS_DEFAULT_IOU, MapStats, apply_nms, check_
                         read_truth, shown)
 from .atomic import write_atomic
 from .errors import DarknetDataError, DarknetError
-from .trainer import add_gpus_option, gpus_device, show_table
+from .trainer import add_gpus_option, gpus_device, check_memory_and_print_table
 
 JSON_FLOOR = 0.005   # detection_to_json: classes above this (get_network_boxes already applied thresh)
 MAP_THRESH = 0.005   # validate_detector_map's detection threshold
@@ -229,7 +229,7 @@ def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=
     stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
     net = load_detector(cfg, weights, device)
     _, names = read_names(data_path, net)
-    show_table(net, quiet)
+    check_memory_and_print_table(net, quiet)
     letter_box = bool(letter_box or net.options.letter_box)
     frames, skipped = [], []
     try:
@@ -323,7 +323,7 @@ def map_detector(data_path, cfg, weights, thresh=0.25, iou_thresh=0.5, points=0,
     if difficult_paths is not None and len(difficult_paths) != len(paths):
         raise DarknetError(f"{data.where('difficult')}: {len(difficult_paths)} paths; expected one per valid "
                            f"image ({len(paths)})")
-    show_table(net, quiet)
+    check_memory_and_print_table(net, quiet)
     print("\n calculation mAP (mean average precision)...", file=out)
     start = time.time()
     result = validate_map(net, paths, len(names), thresh, iou_thresh, points, letter_box or None, difficult_paths,

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, cfg_base, header, network_to_train,
-                      print_skipped, gpus_device, show_table)
+                      print_skipped, gpus_device, check_memory_and_print_table)
 from .training import current_iteration, images_per_iteration, network_rate
 
 MAP_EPOCHS = 4          # darknet's default -mAP_epochs
@@ -104,7 +104,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
     init_w, init_h = o.width, o.height
     rng = np.random.default_rng(seed)
     chart = Chart(chart, o.max_batches, "mAP@0.5")
-    show_table(net, quiet, o.mini_batch, train=True)
+    check_memory_and_print_table(net, quiet, o.mini_batch, train=True)
     print(f"{header(cfg_base(cfg_path), o)}\nWeights are saved after: {save_every} iterations. Last weights "
           f"(*_last.weight) are stored every {last_every} iterations.\n{len(paths)} training images", file=out)
 

@@ -23,7 +23,8 @@ def cfg_base(cfg_path):
 
 def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu"):
     """The cfg's network with `weights` loaded, or darknet's random initialization without them (the cfg's
-    warnings shown; the layer table is the verb's to print, with show_table). batch=None keeps the cfg's."""
+    warnings shown; the verb prints the layer table, with check_memory_and_print_table). batch=None keeps the
+    cfg's."""
     from .network import Network
     from .weights import init_weights, load_weights
     if subdivisions is not None and subdivisions < 1:
@@ -38,7 +39,7 @@ def build_network(cfg_path, weights, batch=None, subdivisions=None, device="cpu"
     return net
 
 
-def show_table(net, quiet, batch=1, train=False):
+def check_memory_and_print_table(net, quiet, batch=1, train=False):
     """What a verb does once its inputs are checked, before its first batch: the memory check for `batch`
     images, then darknet's layer table on stderr unless `quiet`. Darknet prints the table as it loads; here it
     comes after the checks that can fail, so that their one-line error is not buried under the table."""

@@ -12,6 +12,7 @@ from PIL import Image
 import darknet_py
 from conftest import REPO, gpu_available, load_quiet, one_error_line
 from darknet_py import DarknetError
+from darknet_py.classifier import predict_classifier
 from darknet_py.cli import Number, main
 from darknet_py.data import classify_input
 from darknet_py.detection import network_input
@@ -90,7 +91,9 @@ def test_classifier_output_is_softmax_or_logistic_with_one_value_per_class(tmp_p
 
 def test_top_above_the_classes_is_refused(capsys):
     message = refused(capsys, "classifier", "predict", DIGITS_DATA, DIGITS_CFG, DIGITS_WEIGHTS, DIGIT, "-t", "11")
-    assert f"-t 11: expected at most the 10 classes of {DIGITS_DATA}:1: classes" in message
+    assert f"-t 11: expected 0 (the .data top) up to the 10 classes of {DIGITS_DATA}:1: classes" in message
+    with pytest.raises(DarknetError, match="-t -1: expected 0"):   # the Python API checks it too
+        predict_classifier(DIGITS_DATA, DIGITS_CFG, DIGITS_WEIGHTS, DIGIT, top=-1)
     code, out, _ = run(capsys, "classifier", "predict", DIGITS_DATA, DIGITS_CFG, DIGITS_WEIGHTS, DIGIT, "-t", "10")
     assert code == 0 and len(out.splitlines()) == 11
 
