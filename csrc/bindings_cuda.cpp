@@ -17,6 +17,9 @@
 #include "cuda/depthwise.h"
 // batch normalization:
 // pooling, resampling, routing:
+#include "cuda/pooling.h"
+#include "cuda/resample.h"
+#include "cuda/route.h"
 // heads, losses, optimizer:
 #include "cuda/cost.h"
 #include "cuda/dropout.h"
@@ -173,6 +176,102 @@ PYBIND11_MODULE(DN_MODULE_NAME, m) {
     // -- batch normalization --
 
     // -- pooling, resampling, routing, shortcut --
+    auto windows = [](int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w, int64_t size,
+                      int64_t stride_x, int64_t stride_y, int64_t offset) {
+        return cu::PoolWindows{planes, h, w, out_h, out_w, size, stride_x, stride_y, offset};
+    };
+    m.def("maxpool", [windows](uintptr_t x, uintptr_t out, uintptr_t argmax, int64_t planes, int64_t h, int64_t w,
+                               int64_t out_h, int64_t out_w, int64_t size, int64_t stride_x, int64_t stride_y,
+                               int64_t offset, uintptr_t stream) {
+        cu::maxpool(address(x), address(out), address<int32_t>(argmax),
+                    windows(planes, h, w, out_h, out_w, size, stride_x, stride_y, offset), cu::as_stream(stream));
+    });
+    m.def("maxpool_backward", [windows](uintptr_t dy, uintptr_t argmax, uintptr_t dx, int64_t planes, int64_t h,
+                                        int64_t w, int64_t out_h, int64_t out_w, int64_t size, int64_t stride_x,
+                                        int64_t stride_y, int64_t offset, uintptr_t stream) {
+        cu::maxpool_backward(address(dy), address<int32_t>(argmax), address(dx),
+                             windows(planes, h, w, out_h, out_w, size, stride_x, stride_y, offset),
+                             cu::as_stream(stream));
+    });
+    m.def("maxpool_depth", [](uintptr_t x, uintptr_t out, uintptr_t argmax, int64_t batch, int64_t channels,
+                              int64_t out_channels, int64_t spatial, uintptr_t stream) {
+        cu::maxpool_depth(address(x), address(out), address<int32_t>(argmax), batch, channels, out_channels, spatial,
+                          cu::as_stream(stream));
+    });
+    m.def("maxpool_depth_backward", [](uintptr_t dy, uintptr_t argmax, uintptr_t dx, int64_t batch, int64_t channels,
+                                       int64_t out_channels, int64_t spatial, uintptr_t stream) {
+        cu::maxpool_depth_backward(address(dy), address<int32_t>(argmax), address(dx), batch, channels, out_channels,
+                                   spatial, cu::as_stream(stream));
+    });
+    m.def("local_avgpool", [windows](uintptr_t x, uintptr_t out, int64_t planes, int64_t h, int64_t w, int64_t out_h,
+                                     int64_t out_w, int64_t size, int64_t stride_x, int64_t stride_y, int64_t offset,
+                                     uintptr_t stream) {
+        cu::local_avgpool(address(x), address(out), windows(planes, h, w, out_h, out_w, size, stride_x, stride_y,
+                                                            offset), cu::as_stream(stream));
+    });
+    m.def("local_avgpool_backward", [windows](uintptr_t dy, uintptr_t dx, int64_t planes, int64_t h, int64_t w,
+                                              int64_t out_h, int64_t out_w, int64_t size, int64_t stride_x,
+                                              int64_t stride_y, int64_t offset, uintptr_t stream) {
+        cu::local_avgpool_backward(address(dy), address(dx), windows(planes, h, w, out_h, out_w, size, stride_x,
+                                                                     stride_y, offset), cu::as_stream(stream));
+    });
+    m.def("avgpool", [](uintptr_t x, uintptr_t out, int64_t planes, int64_t spatial, uintptr_t stream) {
+        cu::avgpool(address(x), address(out), planes, spatial, cu::as_stream(stream));
+    });
+    m.def("avgpool_backward", [](uintptr_t dy, uintptr_t dx, int64_t planes, int64_t spatial, uintptr_t stream) {
+        cu::avgpool_backward(address(dy), address(dx), planes, spatial, cu::as_stream(stream));
+    });
+    m.def("upsample", [](uintptr_t x, uintptr_t out, int64_t planes, int64_t h, int64_t w, int64_t stride,
+                         float scale, uintptr_t stream) {
+        cu::upsample(address(x), address(out), planes, h, w, stride, scale, cu::as_stream(stream));
+    });
+    m.def("downsample", [](uintptr_t x, uintptr_t out, int64_t planes, int64_t h, int64_t w, int64_t stride,
+                           float scale, uintptr_t stream) {
+        cu::downsample(address(x), address(out), planes, h, w, stride, scale, cu::as_stream(stream));
+    });
+    m.def("reorg", [](uintptr_t x, uintptr_t out, int64_t batch, int64_t channels, int64_t h, int64_t w,
+                      int64_t stride, bool to_big, uintptr_t stream) {
+        cu::reorg(address(x), address(out), batch, channels, h, w, stride, to_big, cu::as_stream(stream));
+    });
+    m.def("crop", [](uintptr_t x, uintptr_t out, int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w,
+                     int64_t top, int64_t left, bool flip, float scale, float shift, uintptr_t stream) {
+        cu::crop(address(x), address(out), cu::CropWindow{planes, h, w, out_h, out_w, top, left, flip}, scale, shift,
+                 cu::as_stream(stream));
+    });
+    m.def("crop_backward", [](uintptr_t dy, uintptr_t dx, int64_t planes, int64_t h, int64_t w, int64_t out_h,
+                              int64_t out_w, int64_t top, int64_t left, bool flip, float scale, uintptr_t stream) {
+        cu::crop_backward(address(dy), address(dx), cu::CropWindow{planes, h, w, out_h, out_w, top, left, flip},
+                          scale, cu::as_stream(stream));
+    });
+    m.def("copy_2d", [](uintptr_t src, int64_t src_pitch, uintptr_t dst, int64_t dst_pitch, int64_t rows,
+                        int64_t width, bool accumulate, uintptr_t stream) {
+        cu::copy_2d(address(src), src_pitch, address(dst), dst_pitch, rows, width, accumulate, cu::as_stream(stream));
+    });
+    m.def("scale_add_channels", [](uintptr_t src, int64_t src_channels, uintptr_t dst, int64_t dst_channels,
+                                   int64_t batch, int64_t channels, int64_t spatial, uintptr_t weights,
+                                   bool per_channel, bool accumulate, uintptr_t stream) {
+        cu::scale_add_channels(address(src), src_channels, address(dst), dst_channels, batch, channels, spatial,
+                               address(weights), per_channel, accumulate, cu::as_stream(stream));
+    });
+    m.def("dot_segments", [](uintptr_t a, int64_t a_stride, uintptr_t b, int64_t b_stride, uintptr_t out,
+                             int64_t count, int64_t runs, int64_t length, uintptr_t stream) {
+        cu::dot_segments(address(a), a_stride, address(b), b_stride, address(out), count, runs, length,
+                         cu::as_stream(stream));
+    });
+    m.def("dot_channels", [](uintptr_t a, uintptr_t b, uintptr_t out, int64_t batch, int64_t channels,
+                             int64_t spatial, uintptr_t stream) {
+        cu::dot_channels(address(a), address(b), address(out), batch, channels, spatial, cu::as_stream(stream));
+    });
+    m.def("multiply", [](uintptr_t a, uintptr_t b, uintptr_t out, int64_t batch, int64_t channels, int64_t spatial,
+                         const std::string& broadcast, bool accumulate, uintptr_t stream) {
+        cu::Broadcast mode;
+        if (broadcast == "elementwise") mode = cu::Broadcast::elementwise;
+        else if (broadcast == "per_channel") mode = cu::Broadcast::per_channel;
+        else if (broadcast == "per_position") mode = cu::Broadcast::per_position;
+        else throw py::value_error("multiply: unknown broadcast '" + broadcast + "'");
+        cu::multiply(address(a), address(b), address(out), batch, channels, spatial, mode, accumulate,
+                     cu::as_stream(stream));
+    });
 
     // -- heads, losses, dropout, softmax, optimizer --
     m.def("softmax_rows", [](uintptr_t x, uintptr_t y, int64_t images, int64_t rows, int64_t length,

@@ -553,6 +553,278 @@ class NumpyOps:
     # -- batch normalization (the NumPy reference of CudaOps' kernels) ---------------------------------------------
 
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
+    # Windowed pooling ([maxpool], [local_avgpool]): output (i, j) of each (batch, channel) plane covers input rows
+    # i*stride_y - offset + n and columns j*stride_x - offset + m, n, m < size (pool_extent). The NumPy code pads to
+    # the extent the windows reach and slices one tap (n, m) of every window at a time.
+    @staticmethod
+    def _pool_pad(x, fill, size, stride_x, stride_y, offset, out_h, out_w):
+        h, w = x.shape[2:]
+        ext_h, ext_w, in_h, in_w = pool_extent(h, w, size, stride_x, stride_y, offset, out_h, out_w)
+        if offset == 0 and (ext_h, ext_w) == (in_h, in_w) == (h, w):
+            return x
+        padded = np.full(x.shape[:2] + (ext_h, ext_w), fill, dtype=x.dtype)
+        padded[:, :, offset:offset + in_h, offset:offset + in_w] = x[:, :, :in_h, :in_w]
+        return padded
+
+    @staticmethod
+    def _pool_unpad(padded, h, w, size, stride_x, stride_y, offset, out_h, out_w):
+        ext_h, ext_w, in_h, in_w = pool_extent(h, w, size, stride_x, stride_y, offset, out_h, out_w)
+        if offset == 0 and (ext_h, ext_w) == (in_h, in_w) == (h, w):
+            return padded
+        dx = np.zeros(padded.shape[:2] + (h, w), dtype=padded.dtype)
+        dx[:, :, :in_h, :in_w] = padded[:, :, offset:offset + in_h, offset:offset + in_w]
+        return dx
+
+    def maxpool2d_argmax(self, x, size, stride_x, stride_y, offset, out_h, out_w):
+        """Training max pooling: (out, argmax). out is maxpool2d's: darknet's first strictly greater value in scan
+        order (row n outer, column m inner) from -FLT_MAX, so ties and NaNs keep the earlier value and an empty
+        window gives -FLT_MAX. argmax is what maxpool2d_backward needs to send each output's gradient to that one
+        input (here the winning taps of two separable passes; CudaOps: the winner's index in its plane)."""
+        lowest = x.dtype.type(-FLT_MAX)
+        padded = self._pool_pad(x, lowest, size, stride_x, stride_y, offset, out_h, out_w)
+        # Separably, with darknet's result: the first maximum in (row n, column m) order is, in the first row
+        # whose maximum is the window's, that row's first maximum. Pass 1: each padded row's maximum over the m
+        # taps of every output column; pass 2: the maximum of those over the n rows of every output row.
+        # Strict `>` from -FLT_MAX in both passes ignores NaNs and values <= -FLT_MAX, as darknet's scan does.
+        rows = np.full(padded.shape[:3] + (out_w,), lowest, dtype=x.dtype)
+        row_arg = np.full(rows.shape, -1, dtype=np.int32)
+        better = np.empty(rows.shape, dtype=bool)
+        for m in range(size):
+            val = padded[..., m:m + (out_w - 1) * stride_x + 1:stride_x]
+            np.greater(val, rows, out=better)
+            np.copyto(rows, val, where=better)
+            np.copyto(row_arg, m, where=better)
+        best = np.full(x.shape[:2] + (out_h, out_w), lowest, dtype=x.dtype)
+        arg = np.full(best.shape, -1, dtype=np.int32)
+        better = np.empty(best.shape, dtype=bool)
+        for n in range(size):
+            val = rows[..., n:n + (out_h - 1) * stride_y + 1:stride_y, :]
+            np.greater(val, best, out=better)
+            np.copyto(best, val, where=better)
+            np.copyto(arg, n, where=better)
+        return best, (arg, row_arg)
+
+    def maxpool2d_backward(self, dy, argmax, size, stride_x, stride_y, offset, h, w):
+        """d(loss)/dx (batch, c, h, w) of maxpool2d_argmax for dy (batch, c, out_h, out_w): each output's
+        gradient goes to the input that won its window (summed where windows overlap), none for an empty one."""
+        arg, row_arg = argmax
+        out_h, out_w = dy.shape[2:]
+        zero = dy.dtype.type(0)
+        # back through the two passes of forward: to the row maxima, then to the padded input
+        drows = np.zeros(row_arg.shape, dtype=dy.dtype)
+        for n in range(size):
+            drows[..., n:n + (out_h - 1) * stride_y + 1:stride_y, :] += np.where(arg == n, dy, zero)
+        ext_w = pool_extent(h, w, size, stride_x, stride_y, offset, out_h, out_w)[1]
+        dpadded = np.zeros(drows.shape[:3] + (ext_w,), dtype=dy.dtype)
+        for m in range(size):
+            dpadded[..., m:m + (out_w - 1) * stride_x + 1:stride_x] += np.where(row_arg == m, drows, zero)
+        return self._pool_unpad(dpadded, h, w, size, stride_x, stride_y, offset, out_h, out_w)
+
+    def maxpool_depth(self, x, out_channels):
+        """maxpool_depth: (out, argmax) for x (batch, c, h, w); output channel g (< out_channels) is the first
+        maximum over input channels g, g + out_channels, g + 2*out_channels, ... at each position (-FLT_MAX where
+        nothing beats it); argmax (batch, out_channels, h, w) int32 holds the winning round r (input channel
+        g + r*out_channels), -1 for none."""
+        lowest = x.dtype.type(-FLT_MAX)
+        best = np.full((x.shape[0], out_channels) + x.shape[2:], lowest, dtype=x.dtype)
+        arg = np.full(best.shape, -1, dtype=np.int32)
+        for r, start, count in depth_chunks(x.shape[1], out_channels):
+            val = x[:, start:start + count]
+            better = val > best[:, :count]
+            best[:, :count] = np.where(better, val, best[:, :count])
+            arg[:, :count] = np.where(better, np.int32(r), arg[:, :count])
+        return best, arg
+
+    def maxpool_depth_backward(self, dy, argmax, channels):
+        """d(loss)/dx (batch, channels, h, w) of maxpool_depth: each output's gradient to its winning channel."""
+        dx = np.zeros((dy.shape[0], channels) + dy.shape[2:], dtype=dy.dtype)
+        zero = dy.dtype.type(0)
+        for r, start, count in depth_chunks(channels, dy.shape[1]):
+            dx[:, start:start + count] = np.where(argmax[:, :count] == r, dy[:, :count], zero)
+        return dx
+
+    def local_avgpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
+        """[local_avgpool]: each window's sum of in-bounds values (added in scan order) divided by their count;
+        NaN (darknet's 0/0) for a window with none. x (batch, c, h, w) -> (batch, c, out_h, out_w)."""
+        padded = self._pool_pad(x, x.dtype.type(0), size, stride_x, stride_y, offset, out_h, out_w)
+        total = np.zeros(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
+        for n in range(size):                     # darknet's summation order: row n, then column m
+            for m in range(size):
+                total += padded[..., n:n + (out_h - 1) * stride_y + 1:stride_y,
+                                m:m + (out_w - 1) * stride_x + 1:stride_x]
+        count = window_counts(x.shape[2], x.shape[3], size, stride_x, stride_y, offset, out_h, out_w)
+        out = total / np.maximum(count, 1).astype(x.dtype)
+        empty = count == 0
+        if empty.any():
+            out[:, :, empty] = np.nan
+        return out
+
+    def local_avgpool2d_backward(self, dy, size, stride_x, stride_y, offset, h, w):
+        """d(loss)/dx (batch, c, h, w) of local_avgpool2d: each window's dy / count to each of its in-bounds
+        inputs, summed where windows overlap."""
+        out_h, out_w = dy.shape[2:]
+        count = window_counts(h, w, size, stride_x, stride_y, offset, out_h, out_w)
+        dy = dy / np.maximum(count, 1).astype(dy.dtype)
+        ext_h, ext_w = pool_extent(h, w, size, stride_x, stride_y, offset, out_h, out_w)[:2]
+        dpadded = np.zeros(dy.shape[:2] + (ext_h, ext_w), dtype=dy.dtype)
+        for n in range(size):
+            for m in range(size):
+                dpadded[..., n:n + (out_h - 1) * stride_y + 1:stride_y, m:m + (out_w - 1) * stride_x + 1:stride_x] += dy
+        return self._pool_unpad(dpadded, h, w, size, stride_x, stride_y, offset, out_h, out_w)
+
+    def avgpool(self, x):
+        """Global average pooling: x (batch, c, h, w) -> (batch, c, 1, 1), the mean of each plane."""
+        return np.sum(x, axis=(2, 3), keepdims=True) / x.dtype.type(x.shape[2] * x.shape[3])
+
+    def avgpool_backward(self, dy, h, w):
+        """d(loss)/dx (batch, c, h, w) of avgpool for dy of batch * c values: dy / (h*w) at every position."""
+        dy = dy.reshape(dy.shape[0], -1, 1, 1) / dy.dtype.type(h * w)
+        return np.ascontiguousarray(np.broadcast_to(dy, dy.shape[:2] + (h, w)))
+
+    def upsample(self, x, stride, scale):
+        """[upsample]: x (b, c, h, w) -> (b, c, h*stride, w*stride), every value repeated stride x stride times,
+        times scale. The adjoint of downsample."""
+        b, c, h, w = x.shape
+        out = np.empty((b, c, h, stride, w, stride), dtype=x.dtype)
+        out[...] = (x * x.dtype.type(scale))[:, :, :, None, :, None]
+        return out.reshape(b, c, h * stride, w * stride)
+
+    def downsample(self, x, stride, scale):
+        """[upsample] with a negative stride: x (b, c, h*stride, w*stride) -> (b, c, h, w), the sum of
+        scale * value over each stride x stride block, added in row-major order (darknet: a scaled sum, not a
+        mean). The adjoint of upsample."""
+        b, c, hs, ws = x.shape
+        blocks = x.reshape(b, c, hs // stride, stride, ws // stride, stride)
+        out = np.zeros((b, c, hs // stride, ws // stride), dtype=x.dtype)
+        scale = x.dtype.type(scale)
+        for dy in range(stride):
+            for dx in range(stride):
+                out += blocks[:, :, :, dy, :, dx] * scale
+        return out
+
+    def reorg(self, x, stride, channels, h, w, to_big):
+        """darknet's reorg_cpu on each image of x (batch, ...) for its "small" buffer (channels, h, w) and "big"
+        one (channels / stride^2, h*stride, w*stride) (reorg_permutation has the map): to_big reads x as small
+        and returns big, else reads big and returns small. Each direction is the other's inverse (and so its
+        adjoint)."""
+        view, perm = reorg_permutation(channels, h, w, stride, to_big)
+        out = x.reshape((x.shape[0],) + view).transpose(perm)
+        s = stride
+        shape = (channels // (s * s), h * s, w * s) if to_big else (channels, h, w)
+        return out.reshape((x.shape[0],) + shape)
+
+    def route(self, pieces, outputs):
+        """[route]: (batch, outputs), the columns src[:, start:start + count] of each (src, start, count) of
+        `pieces` (src (batch, n)) side by side in order, then zeros up to `outputs` columns."""
+        out = self.concat([src[:, start:start + count] for src, start, count in pieces])
+        if out.shape[1] < outputs:
+            out = np.concatenate([out, np.zeros((out.shape[0], outputs - out.shape[1]), dtype=out.dtype)], 1)
+        return out
+
+    def route_backward(self, dy, pieces):
+        """The adjoint of route, added in place: for each (delta, start, count) of `pieces` (delta (batch, n),
+        C-contiguous, in route's order), delta[:, start:start + count] += its columns of dy (batch, outputs)."""
+        offset = 0
+        for delta, start, count in pieces:
+            delta[:, start:start + count] += dy[:, offset:offset + count]
+            offset += count
+
+    def shortcut_weights(self, raw, normalization):
+        """[shortcut] weights (n+1, 1 or c), one row per summand, normalized over the rows of each column:
+        "none" raw itself; "relu" relu(w) / (eps + sum relu(w)); "softmax" e^(w - max) / (eps + sum e^(w - max)),
+        eps = .0001, the maximum of the column."""
+        eps = raw.dtype.type(SHORTCUT_WEIGHTS_EPS)
+        if normalization == "relu":
+            r = np.maximum(raw, 0)
+            return r / (eps + np.sum(r, axis=0, keepdims=True))
+        if normalization == "softmax":
+            e = np.exp(raw - np.max(raw, axis=0, keepdims=True))
+            return e / (eps + np.sum(e, axis=0, keepdims=True))
+        return raw
+
+    def shortcut_weights_backward(self, raw, normalized, grad, normalization):
+        """d(loss)/d(raw) from grad = d(loss)/d(normalized) of shortcut_weights(raw, normalization), through relu's
+        mask, the softmax, its eps and the subtracted maximum (the first maximal weight of each column)."""
+        if normalization == "none":
+            return grad
+        dot = np.sum(grad * normalized, axis=0, keepdims=True)
+        eps = raw.dtype.type(SHORTCUT_WEIGHTS_EPS)
+        if normalization == "relu":
+            s = eps + np.sum(np.maximum(raw, 0), axis=0, keepdims=True)
+            return np.where(raw > 0, (grad - dot) / s, raw.dtype.type(0))
+        e = np.exp(raw - np.max(raw, axis=0, keepdims=True))
+        s = eps + np.sum(e, axis=0, keepdims=True)
+        g = normalized * (grad - dot)
+        # the subtracted maximum m: d wn_k / d m = -wn_k * eps / s, to the first maximal weight of each column
+        first = np.argmax(raw, axis=0)
+        onehot = np.arange(raw.shape[0]).reshape(-1, 1) == first.reshape(1, -1)
+        return g - onehot * (dot * eps / s)
+
+    def shortcut(self, x, sources, weights):
+        """[shortcut] before its activation: z = w_0 x + sum_k w_(k+1) sources[k], x (batch, c, h, w), source k
+        (batch, c_k, h, w) added to the first min(c, c_k) channels only; weights None (all 1) or normalized
+        weights (n+1, 1 or c) (a row per summand: one factor, or one per channel). A new array."""
+        c = x.shape[1]
+        z = x * channel_factor(weights[0], c) if weights is not None else x.copy()
+        for k, src in enumerate(sources):
+            m = min(c, src.shape[1])
+            z[:, :m] += src[:, :m] if weights is None else src[:, :m] * channel_factor(weights[k + 1], m)
+        return z
+
+    def shortcut_backward(self, dz, x, sources, weights, deltas):
+        """Gradients of shortcut for dz = d(loss)/dz: adds w_(k+1) dz (common channels) into deltas[k] (arrays of
+        sources[k]'s shape that write through to the source layers' deltas) and returns (dx, dweights): dweights
+        = d(loss)/d(weights) of weights' shape (per row, per channel or in total), None without weights."""
+        c = x.shape[1]
+        dx = dz * channel_factor(weights[0], c) if weights is not None else dz
+        per_channel = weights is not None and weights.shape[1] > 1
+        grad = np.zeros(weights.shape, dtype=dz.dtype) if weights is not None else None
+        if grad is not None:
+            grad[0] = np.sum(dz * x, axis=(0, 2, 3)) if per_channel else np.sum(dz * x)
+        for k, (src, delta) in enumerate(zip(sources, deltas)):
+            m = min(c, src.shape[1])
+            delta[:, :m] += dz[:, :m] if weights is None else dz[:, :m] * channel_factor(weights[k + 1], m)
+            if grad is not None:
+                prod = dz[:, :m] * src[:, :m]
+                if per_channel:
+                    grad[k + 1, :m] = np.sum(prod, axis=(0, 2, 3))
+                else:
+                    grad[k + 1] = np.sum(prod)
+        return dx, grad
+
+    def multiply(self, a, b):
+        """a * b for a (batch, c, h, w) and b of a's shape, (batch, c, 1, 1) or (batch, 1, h, w): a new array."""
+        return a * b
+
+    def add_product(self, out, a, b):
+        """out += a * b in place, with multiply's broadcasting; out C-contiguous with a's size (any shape)."""
+        out.reshape(a.shape)[...] += a * b
+
+    def sum_products(self, a, b, axis):
+        """The sum of a * b (both (batch, c, h, w)) over axis 1 (-> (batch, h, w)) or axes (2, 3) (-> (batch, c))."""
+        return np.sum(a * b, axis=axis)
+
+    @staticmethod
+    def _crop_slices(w, top, left, height, width, flip):
+        rows = slice(top, top + height)
+        if flip:   # output column j reads input column w - 1 - left - j
+            start = w - left - 1
+            return rows, slice(start, start - width if start - width >= 0 else None, -1)
+        return rows, slice(left, left + width)
+
+    def crop(self, x, top, left, height, width, flip, scale, shift):
+        """[crop]: (batch, c, height, width) = x[:, :, top + i, column(j)] * scale + shift, column(j) = left + j,
+        or with flip w - 1 - left - j."""
+        rows, cols = self._crop_slices(x.shape[3], top, left, height, width, flip)
+        return x[:, :, rows, cols] * x.dtype.type(scale) + x.dtype.type(shift)
+
+    def crop_backward(self, dy, top, left, flip, scale, h, w):
+        """d(loss)/dx (batch, c, h, w) of crop for dy (batch, c, height, width): scale * dy where crop read, else 0."""
+        rows, cols = self._crop_slices(w, top, left, dy.shape[2], dy.shape[3], flip)
+        dx = np.zeros(dy.shape[:2] + (h, w), dtype=dy.dtype)
+        dx[:, :, rows, cols] = dy * dy.dtype.type(scale)
+        return dx
+
 
     # -- heads, losses, dropout, softmax, optimizer -------------------------------------------------------------------
     # The NumPy reference of CudaOps' kernels (csrc/cuda/softmax.cu, cost.cu, dropout.cu, heads.cu, optimizer.cu),
@@ -679,6 +951,52 @@ class NumpyOps:
         w -= rate * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
         if clip:
             np.clip(w, -clip, clip, out=w)
+
+
+# -- pooling, resampling, routing, shortcut: geometry shared by NumpyOps, CudaOps and the layers' ONNX export --------
+FLT_MAX = float(np.finfo(np.float32).max)
+SHORTCUT_WEIGHTS_EPS = 0.0001
+
+
+def pool_extent(h, w, size, stride_x, stride_y, offset, out_h, out_w):
+    """(ext_h, ext_w, in_h, in_w) of windowed pooling: the padded extent the windows reach (its (0, 0) is input
+    element (-offset, -offset)) and the input rows and columns inside it."""
+    ext_h = (out_h - 1) * stride_y + size
+    ext_w = (out_w - 1) * stride_x + size
+    return ext_h, ext_w, max(0, min(h, ext_h - offset)), max(0, min(w, ext_w - offset))
+
+
+def window_counts(h, w, size, stride_x, stride_y, offset, out_h, out_w):
+    """In-bounds taps of each pooling window, (out_h, out_w) integers (0 for a window outside the input)."""
+    def along(length, out_len, stride):
+        start = np.arange(out_len) * stride - offset
+        return np.maximum(np.minimum(start + size, length) - np.maximum(start, 0), 0)
+    return np.outer(along(h, out_h, stride_y), along(w, out_w, stride_x))
+
+
+def channel_factor(w, c):
+    """A [shortcut] weights row (1 or c values) as a factor for a (batch, c, h, w) array's first c channels."""
+    return w[:c].reshape(1, -1, 1, 1) if w.shape[0] > 1 else w.reshape(1, 1, 1, 1)
+
+
+def depth_chunks(channels, out_channels):
+    """maxpool_depth: (r, first channel, count) of each run of out_channels consecutive input channels; input
+    channel g + r*out_channels goes to output channel g (the last run may be shorter)."""
+    for r in range(-(-channels // out_channels)):
+        yield r, r * out_channels, min(out_channels, channels - r * out_channels)
+
+
+def reorg_permutation(channels, h, w, stride, to_big):
+    """darknet's reorg_cpu (src/blas.c) as a reshape-transpose-reshape of one image (batch axis 0 included in
+    the permutation). Small (k, j, i), channels x h x w, is big (k % ic, j*s + (k / ic) / s, i*s + (k / ic) % s),
+    ic x h*s x w*s, ic = channels / s^2: small viewed as (s, s, ic, h, w) is big viewed as (ic, h, s, w, s), axes
+    (dy, dx, c, j, i) <-> (c, j, dy, i, dx). Returns the view of the input image and the axis permutation that
+    makes it the output: to_big reads small and writes big, else the reverse."""
+    s = stride
+    ic = channels // (s * s)
+    if to_big:
+        return (s, s, ic, h, w), (0, 3, 4, 1, 5, 2)
+    return (ic, h, s, w, s), (0, 3, 5, 1, 2, 4)
 
 
 def get_ops(device="cpu"):

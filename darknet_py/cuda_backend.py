@@ -465,6 +465,330 @@ class CudaOps:
     # -- batch normalization ------------------------------------------------------------------------------------------
 
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
+    # The contracts are NumpyOps' (backend.py); the kernels are in csrc/cuda/pooling.cu, resample.cu and route.cu.
+    # Inputs are made C-contiguous (a copy only if they are not); arrays written in place must already be.
+    _FLOAT_BYTES = np.dtype(FLOAT).itemsize   # to address a column of a row-major array
+    def _contiguous(self, a, ndim, what):
+        if a.ndim != ndim:
+            raise ValueError(f"{what}: expected a {ndim}-D array; got shape {a.shape}")
+        return self.xp.ascontiguousarray(a)
+
+    def _argmax_ptr(self, a, shape):
+        """The address of an int32 argmax array of `shape` made by maxpool2d_argmax or maxpool_depth."""
+        if a.dtype != np.int32 or not a.flags.c_contiguous or tuple(a.shape) != tuple(shape):
+            raise ValueError(f"argmax: expected the C-contiguous int32 {tuple(shape)} array of the forward; got "
+                             f"{a.dtype} {tuple(a.shape)}")
+        return self.device.pointer(a)
+
+    def _pool_windows(self, x_shape, size, stride_x, stride_y, offset, out_h, out_w):
+        """The kernels' window arguments (planes, h, w, out_h, out_w, size, stride_x, stride_y, offset), checked."""
+        batch, c, h, w = x_shape
+        if min(size, stride_x, stride_y, out_h, out_w) < 1 or offset < 0:
+            raise ValueError(f"pooling: expected size, strides and output size >= 1 and offset >= 0; got size={size}, "
+                             f"strides {stride_x}x{stride_y}, output {out_w}x{out_h}, offset {offset}")
+        if h * w >= 2 ** 31:
+            raise ValueError(f"pooling: a {w}x{h} plane has more positions than int32 argmax indexes can address")
+        return batch * c, h, w, out_h, out_w, size, stride_x, stride_y, offset
+
+    def _maxpool(self, x, argmax, size, stride_x, stride_y, offset, out_h, out_w):
+        x = self._contiguous(x, 4, "maxpool x")
+        out = self.empty(x.shape[:2] + (out_h, out_w))
+        arg = self.xp.empty(out.shape, dtype=np.int32) if argmax else None
+        windows = self._pool_windows(x.shape, size, stride_x, stride_y, offset, out_h, out_w)
+        self.k.maxpool(self._ptr(x), self._ptr(out), 0 if arg is None else self.device.pointer(arg), *windows,
+                       self._stream)
+        return out, arg
+
+    def maxpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
+        """Inference max pooling: the maximum over each size x size window of x (batch, c, h, w) whose (0, 0)
+        is input element (-offset, -offset), positions outside ignored (-FLT_MAX for an empty window)."""
+        return self._maxpool(x, False, size, stride_x, stride_y, offset, out_h, out_w)[0]
+
+    def maxpool2d_argmax(self, x, size, stride_x, stride_y, offset, out_h, out_w):
+        """Training max pooling: (out, argmax), out as maxpool2d; argmax (batch, c, out_h, out_w) int32 is darknet's
+        `indexes` within each plane: the winner's y * w + x (first strict maximum in scan order), -1 where no input
+        beat -FLT_MAX (an empty window, or NaNs only)."""
+        return self._maxpool(x, True, size, stride_x, stride_y, offset, out_h, out_w)
+
+    def maxpool2d_backward(self, dy, argmax, size, stride_x, stride_y, offset, h, w):
+        """d(loss)/dx (batch, c, h, w) of maxpool2d_argmax: each output's dy to the input that won its window,
+        summed where windows overlap (a gather per input: deterministic)."""
+        dy = self._contiguous(dy, 4, "maxpool dy")
+        dx = self.empty(dy.shape[:2] + (h, w))
+        windows = self._pool_windows(dx.shape, size, stride_x, stride_y, offset, *dy.shape[2:])
+        self.k.maxpool_backward(self._ptr(dy), self._argmax_ptr(argmax, dy.shape), self._ptr(dx), *windows,
+                                self._stream)
+        return dx
+
+    def maxpool_depth(self, x, out_channels):
+        """maxpool_depth: (out, argmax) for x (batch, c, h, w); output channel g (< out_channels) is the first
+        maximum over input channels g, g + out_channels, ... at each position (-FLT_MAX where nothing beats it);
+        argmax (batch, out_channels, h, w) int32 holds the winning round r (input channel g + r*out_channels),
+        -1 for none."""
+        x = self._contiguous(x, 4, "maxpool_depth x")
+        batch, c, h, w = x.shape
+        out = self.empty((batch, out_channels, h, w))
+        arg = self.xp.empty(out.shape, dtype=np.int32)
+        self.k.maxpool_depth(self._ptr(x), self._ptr(out), self.device.pointer(arg), batch, c, out_channels, h * w,
+                             self._stream)
+        return out, arg
+
+    def maxpool_depth_backward(self, dy, argmax, channels):
+        """d(loss)/dx (batch, channels, h, w) of maxpool_depth: each output's gradient to its winning channel."""
+        dy = self._contiguous(dy, 4, "maxpool_depth dy")
+        batch, out_channels, h, w = dy.shape
+        dx = self.empty((batch, channels, h, w))
+        self.k.maxpool_depth_backward(self._ptr(dy), self._argmax_ptr(argmax, dy.shape), self._ptr(dx), batch,
+                                      channels, out_channels, h * w, self._stream)
+        return dx
+
+    def local_avgpool2d(self, x, size, stride_x, stride_y, offset, out_h, out_w):
+        """[local_avgpool]: each window's sum of in-bounds values (added in scan order) divided by their count;
+        NaN (darknet's 0/0) for a window with none. x (batch, c, h, w) -> (batch, c, out_h, out_w)."""
+        x = self._contiguous(x, 4, "local_avgpool x")
+        out = self.empty(x.shape[:2] + (out_h, out_w))
+        windows = self._pool_windows(x.shape, size, stride_x, stride_y, offset, out_h, out_w)
+        self.k.local_avgpool(self._ptr(x), self._ptr(out), *windows, self._stream)
+        return out
+
+    def local_avgpool2d_backward(self, dy, size, stride_x, stride_y, offset, h, w):
+        """d(loss)/dx (batch, c, h, w) of local_avgpool2d: each window's dy / count to each of its in-bounds
+        inputs, summed where windows overlap (a gather per input)."""
+        dy = self._contiguous(dy, 4, "local_avgpool dy")
+        dx = self.empty(dy.shape[:2] + (h, w))
+        windows = self._pool_windows(dx.shape, size, stride_x, stride_y, offset, *dy.shape[2:])
+        self.k.local_avgpool_backward(self._ptr(dy), self._ptr(dx), *windows, self._stream)
+        return dx
+
+    def avgpool(self, x):
+        """Global average pooling: x (batch, c, h, w) -> (batch, c, 1, 1), the mean of each plane."""
+        x = self._contiguous(x, 4, "avgpool x")
+        out = self.empty(x.shape[:2] + (1, 1))
+        self.k.avgpool(self._ptr(x), self._ptr(out), x.shape[0] * x.shape[1], x.shape[2] * x.shape[3], self._stream)
+        return out
+
+    def avgpool_backward(self, dy, h, w):
+        """d(loss)/dx (batch, c, h, w) of avgpool for dy of batch * c values: dy / (h*w) at every position."""
+        dy = self.xp.ascontiguousarray(dy).reshape(dy.shape[0], -1)
+        dx = self.empty(dy.shape + (h, w))
+        self.k.avgpool_backward(self._ptr(dy), self._ptr(dx), dy.size, h * w, self._stream)
+        return dx
+
+    def upsample(self, x, stride, scale):
+        """[upsample]: x (b, c, h, w) -> (b, c, h*stride, w*stride), every value repeated stride x stride times,
+        times scale. The adjoint of downsample."""
+        x = self._contiguous(x, 4, "upsample x")
+        b, c, h, w = x.shape
+        out = self.empty((b, c, h * stride, w * stride))
+        self.k.upsample(self._ptr(x), self._ptr(out), b * c, h, w, stride, scale, self._stream)
+        return out
+
+    def downsample(self, x, stride, scale):
+        """[upsample] with a negative stride: x (b, c, h*stride, w*stride) -> (b, c, h, w), the sum of
+        scale * value over each stride x stride block, added in row-major order (darknet: a scaled sum, not a
+        mean). The adjoint of upsample."""
+        x = self._contiguous(x, 4, "downsample x")
+        b, c, hs, ws = x.shape
+        if hs % stride or ws % stride:
+            raise ValueError(f"downsample: a {ws}x{hs} input is not divisible by stride {stride}")
+        out = self.empty((b, c, hs // stride, ws // stride))
+        self.k.downsample(self._ptr(x), self._ptr(out), b * c, hs // stride, ws // stride, stride, scale, self._stream)
+        return out
+
+    def reorg(self, x, stride, channels, h, w, to_big):
+        """darknet's reorg_cpu on each image of x (batch, ...) for its "small" buffer (channels, h, w) and "big"
+        one (channels / stride^2, h*stride, w*stride) (reorg_permutation has the map): to_big reads x as small
+        and returns big, else reads big and returns small. Each direction is the other's inverse (and so its
+        adjoint)."""
+        s = stride
+        if channels % (s * s) or x.size != x.shape[0] * channels * h * w:
+            raise ValueError(f"reorg: {x.shape} is not a batch of {channels}x{h}x{w} images with stride^2={s * s} "
+                             f"dividing the channels")
+        x = self.xp.ascontiguousarray(x)
+        out = self.empty((x.shape[0],) + ((channels // (s * s), h * s, w * s) if to_big else (channels, h, w)))
+        self.k.reorg(self._ptr(x), self._ptr(out), x.shape[0], channels, h, w, s, to_big, self._stream)
+        return out
+
+    def route(self, pieces, outputs):
+        """[route]: (batch, outputs), the columns src[:, start:start + count] of each (src, start, count) of
+        `pieces` (src (batch, n)) side by side in order, then zeros up to `outputs` columns."""
+        batch = pieces[0][0].shape[0]
+        filled = sum(count for _, _, count in pieces)
+        if filled > outputs:
+            raise ValueError(f"route: {filled} columns for an output of {outputs}")
+        out = (self.zeros if filled < outputs else self.empty)((batch, outputs))
+        offset = 0
+        for src, start, count in pieces:
+            src = self._contiguous(src, 2, "route source")
+            if src.shape[0] != batch or start < 0 or start + count > src.shape[1]:
+                raise ValueError(f"route: columns {start}..{start + count} of a {src.shape} source for batch {batch}")
+            self.k.copy_2d(self._ptr(src) + start * self._FLOAT_BYTES, src.shape[1],
+                           self._ptr(out) + offset * self._FLOAT_BYTES, outputs, batch, count, False, self._stream)
+            offset += count
+        return out
+
+    def route_backward(self, dy, pieces):
+        """The adjoint of route, added in place: for each (delta, start, count) of `pieces` (delta (batch, n),
+        C-contiguous, in route's order), delta[:, start:start + count] += its columns of dy (batch, outputs)."""
+        dy = self._contiguous(dy, 2, "route dy")
+        offset = 0
+        for delta, start, count in pieces:
+            if delta.ndim != 2 or delta.shape[0] != dy.shape[0] or start < 0 or start + count > delta.shape[1] \
+                    or offset + count > dy.shape[1]:
+                raise ValueError(f"route_backward: columns {start}..{start + count} of a {delta.shape} delta from "
+                                 f"columns {offset}.. of a {dy.shape} gradient")
+            self.k.copy_2d(self._ptr(dy) + offset * self._FLOAT_BYTES, dy.shape[1],
+                           self._ptr(delta, "route delta") + start * self._FLOAT_BYTES, delta.shape[1], dy.shape[0],
+                           count, True, self._stream)
+            offset += count
+
+    _NORMALIZATION_ACTIVATIONS = {"relu": "normalize_channels", "softmax": "normalize_channels_softmax_maxval"}
+
+    def shortcut_weights(self, raw, normalization):
+        """[shortcut] weights (n+1, 1 or c), one row per summand, normalized over the rows of each column:
+        "none" raw itself; "relu" relu(w) / (eps + sum relu(w)); "softmax" e^(w - max) / (eps + sum e^(w - max)),
+        eps = .0001, the maximum of the column. (The normalize_channels kernels, with the rows as channels.)"""
+        if normalization == "none":
+            return raw
+        return self.activate(raw.reshape((1,) + raw.shape), self._NORMALIZATION_ACTIVATIONS[normalization])[0]
+
+    def shortcut_weights_backward(self, raw, normalized, grad, normalization):
+        """d(loss)/d(raw) from grad = d(loss)/d(normalized) of shortcut_weights(raw, normalization), through relu's
+        mask, the softmax, its eps and the subtracted maximum (the first maximal weight of each column)."""
+        if normalization == "none":
+            return grad
+        return self.activate_backward(raw.reshape((1,) + raw.shape), grad.reshape((1,) + grad.shape),
+                                      self._NORMALIZATION_ACTIVATIONS[normalization])[0]
+
+    def _shortcut_rows(self, x, sources, weights):
+        """(x, sources made contiguous, per_channel, the address of each weights row (0 without weights)),
+        checked: the same batch and positions everywhere, weights (n+1, 1 or c)."""
+        x = self._contiguous(x, 4, "shortcut x")
+        sources = [self._contiguous(src, 4, "shortcut source") for src in sources]
+        for src in sources:
+            if src.shape[0] != x.shape[0] or src.shape[2:] != x.shape[2:]:
+                raise ValueError(f"shortcut: a {src.shape} source for a {x.shape} input")
+        if weights is None:
+            return x, sources, False, [0] * (len(sources) + 1)
+        if weights.shape not in ((len(sources) + 1, 1), (len(sources) + 1, x.shape[1])):
+            raise ValueError(f"shortcut: weights {weights.shape} for {len(sources)} sources of {x.shape[1]} channels")
+        weights = self.xp.ascontiguousarray(weights)
+        rows = [self._ptr(weights, "shortcut weights") + k * weights.shape[1] * self._FLOAT_BYTES
+                for k in range(weights.shape[0])]
+        return x, sources, weights.shape[1] > 1, rows
+
+    def shortcut(self, x, sources, weights):
+        """[shortcut] before its activation: z = w_0 x + sum_k w_(k+1) sources[k], x (batch, c, h, w), source k
+        (batch, c_k, h, w) added to the first min(c, c_k) channels only; weights None (all 1) or normalized
+        weights (n+1, 1 or c) (a row per summand: one factor, or one per channel). A new array."""
+        x, sources, per_channel, rows = self._shortcut_rows(x, sources, weights)
+        batch, c, h, w = x.shape
+        z = self.empty(x.shape)
+        self.k.scale_add_channels(self._ptr(x), c, self._ptr(z), c, batch, c, h * w, rows[0], per_channel, False,
+                                  self._stream)
+        for src, row in zip(sources, rows[1:]):
+            self.k.scale_add_channels(self._ptr(src), src.shape[1], self._ptr(z), c, batch, min(c, src.shape[1]),
+                                      h * w, row, per_channel, True, self._stream)
+        return z
+
+    def shortcut_backward(self, dz, x, sources, weights, deltas):
+        """Gradients of shortcut for dz = d(loss)/dz: adds w_(k+1) dz (common channels) into deltas[k] (arrays of
+        sources[k]'s shape that write through to the source layers' deltas) and returns (dx, dweights): dweights
+        = d(loss)/d(weights) of weights' shape (per row, per channel or in total), None without weights. The
+        weight gradients are block reductions (one block per value)."""
+        x, sources, per_channel, rows = self._shortcut_rows(x, sources, weights)
+        dz = self._contiguous(dz, 4, "shortcut dz")
+        batch, c, h, w = x.shape
+        spatial = h * w
+        dx = self.empty(x.shape)
+        self.k.scale_add_channels(self._ptr(dz), c, self._ptr(dx), c, batch, c, spatial, rows[0], per_channel, False,
+                                  self._stream)
+        grad = self.zeros(weights.shape) if weights is not None else None
+
+        def weight_gradient(k, src, m):   # grad[k, :m] (or grad[k, 0]) = sum of dz * src over the common channels
+            count, length = (m, spatial) if per_channel else (1, m * spatial)
+            self.k.dot_segments(self._ptr(dz), c * spatial, self._ptr(src), src.shape[1] * spatial,
+                                self._ptr(grad) + k * grad.shape[1] * self._FLOAT_BYTES, count, batch, length,
+                                self._stream)
+
+        if grad is not None:
+            weight_gradient(0, x, c)
+        for k, (src, delta) in enumerate(zip(sources, deltas)):
+            m = min(c, src.shape[1])
+            if delta.shape != src.shape:
+                raise ValueError(f"shortcut_backward: a {delta.shape} delta for a {src.shape} source")
+            self.k.scale_add_channels(self._ptr(dz), c, self._ptr(delta, "shortcut source delta"), src.shape[1],
+                                      batch, m, spatial, rows[k + 1], per_channel, True, self._stream)
+            if grad is not None:
+                weight_gradient(k + 1, src, m)
+        return dx, grad
+
+    def _broadcast(self, a, b, what):
+        """(a, b contiguous, the kernels' broadcast mode) for multiply's shapes."""
+        a = self._contiguous(a, 4, what)
+        batch, c, h, w = a.shape
+        # elementwise last: where shapes coincide (h = w = 1 or c = 1) it wins, and the modes agree there anyway
+        modes = {(batch, c, 1, 1): "per_channel", (batch, 1, h, w): "per_position", (batch, c, h, w): "elementwise"}
+        if tuple(b.shape) not in modes:
+            raise ValueError(f"{what}: cannot broadcast {b.shape} over {a.shape}")
+        return a, self.xp.ascontiguousarray(b), modes[tuple(b.shape)]
+
+    def multiply(self, a, b):
+        """a * b for a (batch, c, h, w) and b of a's shape, (batch, c, 1, 1) or (batch, 1, h, w): a new array."""
+        a, b, mode = self._broadcast(a, b, "multiply")
+        out = self.empty(a.shape)
+        self.k.multiply(self._ptr(a), self._ptr(b), self._ptr(out), a.shape[0], a.shape[1], a.shape[2] * a.shape[3],
+                        mode, False, self._stream)
+        return out
+
+    def add_product(self, out, a, b):
+        """out += a * b in place, with multiply's broadcasting; out C-contiguous with a's size (any shape)."""
+        a, b, mode = self._broadcast(a, b, "add_product")
+        if out.size != a.size:
+            raise ValueError(f"add_product: {out.shape} output for {a.shape} products")
+        self.k.multiply(self._ptr(a), self._ptr(b), self._ptr(out, "add_product out"), a.shape[0], a.shape[1],
+                        a.shape[2] * a.shape[3], mode, True, self._stream)
+
+    def sum_products(self, a, b, axis):
+        """The sum of a * b (both (batch, c, h, w)) over axis 1 (-> (batch, h, w)) or axes (2, 3) (-> (batch, c))."""
+        a, b, mode = self._broadcast(a, b, "sum_products")
+        if mode != "elementwise":
+            raise ValueError(f"sum_products: {a.shape} and {b.shape} differ")
+        batch, c, h, w = a.shape
+        if axis == 1:
+            out = self.empty((batch, h, w))
+            self.k.dot_channels(self._ptr(a), self._ptr(b), self._ptr(out), batch, c, h * w, self._stream)
+        elif tuple(axis) == (2, 3):
+            out = self.empty((batch, c))
+            self.k.dot_segments(self._ptr(a), 0, self._ptr(b), 0, self._ptr(out), batch * c, 1, h * w, self._stream)
+        else:
+            raise ValueError(f"sum_products: axis 1 or (2, 3); got {axis}")
+        return out
+
+    def _crop_window(self, planes, h, w, height, width, top, left, flip):
+        if not (0 <= top and top + height <= h and 0 <= left and left + width <= w):
+            raise ValueError(f"crop: a {width}x{height} window at ({left}, {top}) is not inside {w}x{h}")
+        return planes, h, w, height, width, top, left, bool(flip)
+
+    def crop(self, x, top, left, height, width, flip, scale, shift):
+        """[crop]: (batch, c, height, width) = x[:, :, top + i, column(j)] * scale + shift, column(j) = left + j,
+        or with flip w - 1 - left - j."""
+        x = self._contiguous(x, 4, "crop x")
+        b, c, h, w = x.shape
+        out = self.empty((b, c, height, width))
+        self.k.crop(self._ptr(x), self._ptr(out), *self._crop_window(b * c, h, w, height, width, top, left, flip),
+                    scale, shift, self._stream)
+        return out
+
+    def crop_backward(self, dy, top, left, flip, scale, h, w):
+        """d(loss)/dx (batch, c, h, w) of crop for dy (batch, c, height, width): scale * dy where crop read, else 0."""
+        dy = self._contiguous(dy, 4, "crop dy")
+        b, c, height, width = dy.shape
+        dx = self.empty((b, c, h, w))
+        self.k.crop_backward(self._ptr(dy), self._ptr(dx),
+                             *self._crop_window(b * c, h, w, height, width, top, left, flip), scale, self._stream)
+        return dx
+
 
     # -- heads, losses, dropout, softmax, optimizer -------------------------------------------------------------------
     # The contracts are NumpyOps' (backend.py). The yolo/region/detection losses stay on the host, as in darknet's

@@ -22,13 +22,10 @@ class AvgPool(Layer):
 
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
-        x = image_input(self, x)
-        return net.ops.xp.sum(x, axis=(2, 3), keepdims=True) / x.dtype.type(self.h * self.w)
+        return net.ops.avgpool(image_input(self, x))
 
     def backward(self, x, net):
-        xp = net.ops.xp
-        dy = self.delta.reshape(x.shape[0], self.c, 1, 1) / self.delta.dtype.type(self.h * self.w)
-        return xp.ascontiguousarray(xp.broadcast_to(dy, (x.shape[0], self.c, self.h, self.w))).reshape(x.shape)
+        return net.ops.avgpool_backward(self.delta, self.h, self.w).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

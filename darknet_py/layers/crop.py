@@ -49,40 +49,26 @@ class Crop(Layer):
         dw = int(self.rng.integers(self.w - self.crop_width + 1))
         return dh, dw, flip
 
-    def _slices(self):
-        dh, dw, flip = self._crop
-        rows = slice(dh, dh + self.crop_height)
-        if flip:   # output column j reads input column w - dw - 1 - j
-            start = self.w - dw - 1
-            cols = slice(start, start - self.crop_width if start - self.crop_width >= 0 else None, -1)
-        else:
-            cols = slice(dw, dw + self.crop_width)
-        return rows, cols
-
-    def _affine(self, dtype):
-        return (dtype.type(1), dtype.type(0)) if self.noadjust else (dtype.type(2), dtype.type(-1))
+    def _affine(self):
+        """(scale, shift): the [0, 1] image to [-1, 1], or unchanged with noadjust."""
+        return (1.0, 0.0) if self.noadjust else (2.0, -1.0)
 
     def forward(self, x, net):
-        x = image_input(self, x)
         self._crop = self._window(net.train)
-        rows, cols = self._slices()
-        scale, trans = self._affine(x.dtype)
-        return x[:, :, rows, cols] * scale + trans
+        dh, dw, flip = self._crop
+        scale, shift = self._affine()
+        return net.ops.crop(image_input(self, x), dh, dw, self.crop_height, self.crop_width, flip, scale, shift)
 
     def backward(self, x, net):
-        xp = net.ops.xp
+        dh, dw, flip = self._crop
         dy = self.delta.reshape(x.shape[0], self.c, self.out_h, self.out_w)
-        rows, cols = self._slices()
-        scale, _ = self._affine(dy.dtype)
-        dx = xp.zeros((x.shape[0], self.c, self.h, self.w), dtype=dy.dtype)
-        dx[:, :, rows, cols] = dy * scale
-        return dx.reshape(x.shape)
+        return net.ops.crop_backward(dy, dh, dw, flip, self._affine()[0], self.h, self.w).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
         dh, dw, _ = self._window(False)
         x = graph.slice(graph.image_input(self), 2, dh, dh + self.crop_height)
         x = graph.slice(x, 3, dw, dw + self.crop_width)
-        scale, trans = self._affine(np.dtype(np.float32))
-        out = x if self.noadjust else graph.add(graph.mul(x, scale), trans)
+        scale, shift = self._affine()
+        out = x if self.noadjust else graph.add(graph.mul(x, np.float32(scale)), np.float32(shift))
         return out, (self.c, self.out_h, self.out_w)

@@ -27,26 +27,10 @@ Known darknet differences, not reproduced:
 - maxpool_zero_nonmax is applied only by darknet's GPU forward; like darknet's CPU, it is ignored here
   (antialiasing is refused when the network is built).
 """
-import numpy as np
-
 from . import register
 from .base import Layer, darknet_float, fmt_shape
 from .batchnorm import image_input
-
-FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def _tap(n, m, out_h, out_w, sy, sx):
-    """The slice of the padded image that window tap (n, m) reads for every output position."""
-    return (Ellipsis, slice(n, n + (out_h - 1) * sy + 1, sy), slice(m, m + (out_w - 1) * sx + 1, sx))
-
-
-def _valid_counts(length, out_len, offset, stride, size):
-    """For each output index along one axis: how many of its `size` taps fall inside [0, length)."""
-    start = np.arange(out_len) * stride - offset
-    first = np.maximum(start, 0)
-    last = np.minimum(start + size, length)
-    return np.maximum(last - first, 0)
+from ..backend import FLT_MAX, depth_chunks, pool_extent
 
 
 class Pooling(Layer):
@@ -82,41 +66,20 @@ class Pooling(Layer):
         return darknet_float(self.size * self.size * self.c * self.out_h * self.out_w / 1e9)
 
     # -- compute ------------------------------------------------------------------------------------
-    def _geometry(self):
-        """(offset, padded height, padded width, input rows kept, input columns kept): the padded copy's
-        element (0, 0) is input element (-offset, -offset); it is as large as the windows reach."""
-        off = self.padding // 2                      # darknet: -l.pad / 2 with l.pad >= 0
-        ext_h = (self.out_h - 1) * self.stride_y + self.size
-        ext_w = (self.out_w - 1) * self.stride_x + self.size
-        in_h = max(0, min(self.h, ext_h - off))
-        in_w = max(0, min(self.w, ext_w - off))
-        return off, ext_h, ext_w, in_h, in_w
+    @property
+    def offset(self):
+        """The windows' (0, 0) is input element (-offset, -offset): darknet's -l.pad / 2 with l.pad >= 0."""
+        return self.padding // 2
 
-    def _pad(self, x, fill, xp):
-        off, ext_h, ext_w, in_h, in_w = self._geometry()
-        if off == 0 and (ext_h, ext_w) == (in_h, in_w) == (self.h, self.w):
-            return x
-        padded = xp.full(x.shape[:2] + (ext_h, ext_w), fill, dtype=x.dtype)
-        padded[:, :, off:off + in_h, off:off + in_w] = x[:, :, :in_h, :in_w]
-        return padded
-
-    def _unpad(self, padded, xp):
-        off, ext_h, ext_w, in_h, in_w = self._geometry()
-        if off == 0 and (ext_h, ext_w) == (in_h, in_w) == (self.h, self.w):
-            return padded
-        dx = xp.zeros(padded.shape[:2] + (self.h, self.w), dtype=padded.dtype)
-        dx[:, :, :in_h, :in_w] = padded[:, :, off:off + in_h, off:off + in_w]
-        return dx
-
-    def _taps(self):
-        """The padded image's slice for each window tap, row n outer, column m inner."""
-        for n in range(self.size):
-            for m in range(self.size):
-                yield _tap(n, m, self.out_h, self.out_w, self.stride_y, self.stride_x)
+    def _windows(self):
+        """The ops' window arguments (size, stride_x, stride_y, offset) after the input."""
+        return self.size, self.stride_x, self.stride_y, self.offset
 
     def _onnx_padded(self, graph, fill):
-        """This layer's input padded with `fill` (and cropped) to the extent the windows reach, as _pad does."""
-        off, ext_h, ext_w, _, _ = self._geometry()
+        """This layer's input padded with `fill` (and cropped) to the extent the windows reach (pool_extent)."""
+        off = self.offset
+        ext_h, ext_w = pool_extent(self.h, self.w, self.size, self.stride_x, self.stride_y, off, self.out_h,
+                                   self.out_w)[:2]
         return graph.pad_crop(graph.image_input(self), off, off, ext_h - self.h - off, ext_w - self.w - off, fill)
 
     def row(self):
@@ -137,81 +100,24 @@ class MaxPool(Pooling):
     depth_options = True
 
     def forward(self, x, net):
-        xp = net.ops.xp
         x = image_input(self, x)
-        lowest = x.dtype.type(-FLT_MAX)
         if self.maxpool_depth:
-            return self._forward_depth(x, lowest, xp)
+            out, self._arg = net.ops.maxpool_depth(x, self.out_c)
+            return out
         if not net.train:   # inference needs no argmax: the ops kernel (backward recomputes it if ever called)
             self._arg = None
-            return net.ops.maxpool2d(x, self.size, self.stride_x, self.stride_y, self._geometry()[0], self.out_h,
-                                     self.out_w)
-        return self._forward_argmax(x, lowest, xp)
-
-    def _forward_argmax(self, x, lowest, xp):
-        padded = self._pad(x, lowest, xp)
-        # Separably, with darknet's result: the first maximum in (row n, column m) order is, in the first row
-        # whose maximum is the window's, that row's first maximum. Pass 1: each padded row's maximum over the m
-        # taps of every output column; pass 2: the maximum of those over the n rows of every output row.
-        # Strict `>` from -FLT_MAX in both passes ignores NaNs and values <= -FLT_MAX, as darknet's scan does.
-        sx, sy, k = self.stride_x, self.stride_y, self.size
-        rows = xp.full(padded.shape[:3] + (self.out_w,), lowest, dtype=x.dtype)
-        row_arg = xp.full(rows.shape, -1, dtype=xp.int32)
-        better = xp.empty(rows.shape, dtype=bool)
-        for m in range(k):
-            val = padded[..., m:m + (self.out_w - 1) * sx + 1:sx]
-            xp.greater(val, rows, out=better)
-            xp.copyto(rows, val, where=better)
-            xp.copyto(row_arg, m, where=better)
-        best = xp.full(x.shape[:2] + (self.out_h, self.out_w), lowest, dtype=x.dtype)
-        arg = xp.full(best.shape, -1, dtype=xp.int32)
-        better = xp.empty(best.shape, dtype=bool)
-        for n in range(k):
-            val = rows[..., n:n + (self.out_h - 1) * sy + 1:sy, :]
-            xp.greater(val, best, out=better)
-            xp.copyto(best, val, where=better)
-            xp.copyto(arg, n, where=better)
-        self._arg, self._row_arg = arg, row_arg
-        return best
-
-    def _depth_chunks(self):
-        """maxpool_depth: (r, first channel, count) of each run of out_channels consecutive input channels;
-        input channel g + r*out_channels goes to output channel g (the last run may be shorter)."""
-        oc = self.out_c
-        for r in range(-(-self.c // oc)):
-            yield r, r * oc, min(oc, self.c - r * oc)
-
-    def _forward_depth(self, x, lowest, xp):
-        best = xp.full((x.shape[0], self.out_c, self.h, self.w), lowest, dtype=x.dtype)
-        arg = xp.full(best.shape, -1, dtype=xp.int32)
-        for r, start, count in self._depth_chunks():
-            val = x[:, start:start + count]
-            better = val > best[:, :count]
-            best[:, :count] = xp.where(better, val, best[:, :count])
-            arg[:, :count] = xp.where(better, xp.int32(r), arg[:, :count])
-        self._arg = arg
-        return best
+            return net.ops.maxpool2d(x, *self._windows(), self.out_h, self.out_w)
+        out, self._arg = net.ops.maxpool2d_argmax(x, *self._windows(), self.out_h, self.out_w)
+        return out
 
     def backward(self, x, net):
-        xp = net.ops.xp
-        if self._arg is None:
-            self._forward_argmax(image_input(self, x), x.dtype.type(-FLT_MAX), xp)
-        dy = self.delta.reshape(self._arg.shape)
-        zero = dy.dtype.type(0)
+        ops = net.ops
+        dy = self.delta.reshape(x.shape[0], self.out_c, self.out_h, self.out_w)
         if self.maxpool_depth:
-            dx = xp.zeros((x.shape[0], self.c, self.h, self.w), dtype=dy.dtype)
-            for r, start, count in self._depth_chunks():
-                dx[:, start:start + count] = xp.where(self._arg[:, :count] == r, dy[:, :count], zero)
-            return dx.reshape(x.shape)
-        # back through the two passes of forward: to the row maxima, then to the padded input
-        sx, sy, k = self.stride_x, self.stride_y, self.size
-        drows = xp.zeros(self._row_arg.shape, dtype=dy.dtype)
-        for n in range(k):
-            drows[..., n:n + (self.out_h - 1) * sy + 1:sy, :] += xp.where(self._arg == n, dy, zero)
-        dpadded = xp.zeros(drows.shape[:3] + (self._geometry()[2],), dtype=dy.dtype)
-        for m in range(k):
-            dpadded[..., m:m + (self.out_w - 1) * sx + 1:sx] += xp.where(self._row_arg == m, drows, zero)
-        return self._unpad(dpadded, xp).reshape(x.shape)
+            return ops.maxpool_depth_backward(dy, self._arg, self.c).reshape(x.shape)
+        if self._arg is None:
+            self._arg = ops.maxpool2d_argmax(image_input(self, x), *self._windows(), self.out_h, self.out_w)[1]
+        return ops.maxpool2d_backward(dy, self._arg, *self._windows(), self.h, self.w).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
@@ -225,7 +131,7 @@ class MaxPool(Pooling):
         """Channel g's maximum over channels g, g+out_c, ...: elementwise Max of consecutive channel chunks."""
         oc = self.out_c
         best = None
-        for _, start, count in self._depth_chunks():
+        for _, start, count in depth_chunks(self.c, oc):
             chunk = graph.slice(x, 1, start, start + count)
             if best is None:
                 best = chunk if count == oc else graph.pad_channels(chunk, oc - count, -FLT_MAX)

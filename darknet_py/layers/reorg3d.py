@@ -14,13 +14,12 @@ big element (k % (C/s^2), j*s + (k / (C/s^2)) / s, i*s + (k / (C/s^2)) % s). for
 - [reorg] (forward_reorg_old_layer, reorg.py): (W, H, C) = the layer's INPUT dims, forward = reverse. With
   reverse=1 that is the true depth-to-space; without it the input is read as if it were c/s^2 x h*s x w*s: the
   YOLOv2 reorg order (needs c divisible by s^2).
-Each is a permutation of the values of one image; backward (darknet calls reorg_cpu the other way) applies
-its inverse to the gradient.
+Each is a permutation of the values of one image (ops.reorg); backward (darknet calls reorg_cpu the other way)
+applies its inverse to the gradient.
 """
-import numpy as np
-
 from . import register
 from .base import Layer, fmt_shape
+from ..backend import reorg_permutation
 from ..errors import DarknetError
 
 
@@ -54,33 +53,27 @@ class Reorganize(Layer):
         return None
 
     def _view(self):
-        """reorg_cpu as a reshape-transpose-reshape: small (s*s*ic, H, W) viewed as (s, s, ic, H, W) is big
-        (ic, H*s, W*s) viewed as (ic, H, s, W, s), axes (dy, dx, c, j, i) <-> (c, j, dy, i, dx). Returns the
-        view of one input image and the axis permutation (batch axis 0 included) that makes it the output."""
+        """reorg_cpu as a reshape-transpose-reshape (backend.reorg_permutation): the view of one input image and
+        the axis permutation (batch axis 0 included) that makes it the output."""
         (W, H, C), forward = self.reorg_call()
-        s = self.stride
-        ic = C // (s * s)
-        if forward:   # small -> big
-            return (s, s, ic, H, W), (0, 3, 4, 1, 5, 2)
-        return (ic, H, s, W, s), (0, 3, 5, 1, 2, 4)     # big -> small
+        return reorg_permutation(C, H, W, self.stride, forward)
 
-    def _engine_view(self):
+    def _check_channels(self):
         problem = self._channel_problem()
         if problem:
             raise DarknetError(f"layer {self.index} {self.kind}: {problem} (darknet divides by zero or reads out "
                                f"of bounds here); input {self.w} x {self.h} x {self.c}, reverse={self.reverse}")
-        return self._view()
 
     def forward(self, x, net):
-        view, perm = self._engine_view()
-        out = x.reshape((x.shape[0],) + view).transpose(perm)
+        self._check_channels()
+        (W, H, C), forward = self.reorg_call()
+        out = net.ops.reorg(x, self.stride, C, H, W, bool(forward))
         return out.reshape(x.shape[0], self.out_c, self.out_h, self.out_w)
 
     def backward(self, x, net):
-        view, perm = self._engine_view()
-        b = self.delta.shape[0]
-        dy = self.delta.reshape((b,) + tuple(view[p - 1] for p in perm[1:]))
-        return dy.transpose(np.argsort(perm)).reshape(x.shape)
+        self._check_channels()
+        (W, H, C), forward = self.reorg_call()   # the inverse permutation: reorg_cpu the other way
+        return net.ops.reorg(self.delta, self.stride, C, H, W, not forward).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

@@ -9,7 +9,7 @@ flat per-image output are appended. That is the group_id-th channel chunk of eac
 concatenation), and when an input's channels are not divisible by groups darknet still cuts its flat buffer
 at part*group_id, mid-channel: reproduced as is. Output values no input fills (the parts sum to less than
 outputs only then) stay 0, as in darknet's zero-initialized buffer. Backward adds the gradient of each part
-into its input layer's delta.
+into its input layer's delta. (ops.route / ops.route_backward: strided 2-D copies.)
 """
 from . import register
 from .base import Layer, fmt_shape
@@ -77,24 +77,17 @@ class Route(Layer):
             yield other, part, part * self.group_id
 
     def forward(self, x, net):
-        xp = net.ops.xp
-        pieces = []
-        for other, part, start in self._parts(net):
-            src = other.output
-            pieces.append(src.reshape(src.shape[0], -1)[:, start:start + part])
-        out = net.ops.concat(pieces)
-        if out.shape[1] < self.outputs:
-            out = xp.concatenate([out, xp.zeros((out.shape[0], self.outputs - out.shape[1]), dtype=out.dtype)], 1)
+        pieces = [(other.output.reshape(other.output.shape[0], -1), start, part)
+                  for other, part, start in self._parts(net)]
+        out = net.ops.route(pieces, self.outputs)
         return out.reshape(out.shape[0], self.out_c, self.out_h, self.out_w)
 
     def backward(self, x, net):
-        xp = net.ops.xp
-        dy = self.delta.reshape(self.delta.shape[0], -1)
-        offset = 0
+        pieces = []
         for other, part, start in self._parts(net):
-            delta = source_delta(other, xp)
-            delta.reshape(delta.shape[0], -1)[:, start:start + part] += dy[:, offset:offset + part]
-            offset += part
+            delta = source_delta(other, net.ops.xp)
+            pieces.append((delta.reshape(delta.shape[0], -1), start, part))
+        net.ops.route_backward(self.delta.reshape(self.delta.shape[0], -1), pieces)
         return None
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------

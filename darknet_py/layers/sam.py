@@ -33,19 +33,16 @@ class Sam(Layer):
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
         x = image_input(self, x)
-        src = net.layers[self.source].output.reshape(x.shape)
-        self._z = x * src
+        self._z = net.ops.multiply(x, net.layers[self.source].output.reshape(x.shape))
         return net.ops.activate(self._z, self.activation)
 
     def backward(self, x, net):
-        xp = net.ops.xp
+        ops = net.ops
         xi = image_input(self, x)
         other = net.layers[self.source]
-        src = other.output.reshape(xi.shape)
-        dz = net.ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
-        delta = source_delta(other, xp)
-        delta.reshape(xi.shape)[...] += dz * xi
-        return (dz * src).reshape(x.shape)
+        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+        ops.add_product(source_delta(other, ops.xp), dz, xi)
+        return ops.multiply(dz, other.output.reshape(xi.shape)).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

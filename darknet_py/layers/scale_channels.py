@@ -47,17 +47,15 @@ class ScaleChannels(Layer):
 
     def forward(self, x, net):
         _, src, scale = self._operands(x, net)
-        self._z = scale * src
+        self._z = net.ops.multiply(src, scale)
         return net.ops.activate(self._z, self.activation)
 
     def backward(self, x, net):
-        xp = net.ops.xp
+        ops = net.ops
         other, src, scale = self._operands(x, net)
-        dz = net.ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
-        delta = source_delta(other, xp)
-        delta.reshape(src.shape)[...] += dz * scale
-        dx = xp.sum(dz * src, axis=1 if self.scale_wh else (2, 3))
-        return dx.reshape(x.shape)
+        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+        ops.add_product(source_delta(other, ops.xp), dz, scale)
+        return ops.sum_products(dz, src, 1 if self.scale_wh else (2, 3)).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

@@ -14,7 +14,8 @@ Compute (forward_shortcut_layer -> src/blas.c shortcut_multilayer_cpu, then the 
 - w_i = 1 without weights; per_feature: weights[i]; per_channel: weights[i*c + channel]: weights_type
   per_feature stores n+1 numbers, per_channel (n+1)*c, index 0 (or 0..c-1) for the input;
 - weights_normalization relu: w_i = relu(w_i) / (eps + sum_j relu(w_j)); softmax: w_i = exp(w_i - max) /
-  (eps + sum_j exp(w_j - max)), sums over the n+1 layers (per channel for per_channel), eps = 0.0001.
+  (eps + sum_j exp(w_j - max)), sums over the n+1 layers (per channel for per_channel), eps = 0.0001
+  (ops.shortcut_weights; the sum itself is ops.shortcut).
 Backward: the exact gradient of that forward, through the activation, the inputs and the raw weights
 (normalization included: through relu's mask, the softmax, its eps and the max it subtracts, as the first
 maximum).
@@ -31,11 +32,11 @@ from .base import Layer, darknet_float, fmt_shape
 from .batchnorm import accumulate, image_input, layer_params
 from .route import source_delta
 from ..activations import read_activation
-
-WEIGHTS_EPS = 0.0001
+from ..backend import channel_factor
 
 WEIGHTS_TYPES = {"none": 0, "per_feature": 1, "per_layer": 1, "per_channel": 2}
 WEIGHTS_NORMALIZATIONS = {"none": 0, "relu": 1, "avg_relu": 1, "softmax": 2}
+NORMALIZATION_NAMES = ("none", "relu", "softmax")   # the ops' names of weights_normalization 0, 1, 2
 
 
 @register("shortcut")
@@ -81,80 +82,30 @@ class Shortcut(Layer):
         """(raw weights, normalized weights), both (n+1, 1 or c), or (None, None) without weights."""
         if not self.nweights:
             return None, None
-        xp = net.ops.xp
         raw = layer_params(self, self, ("weights",), net.ops)["weights"].reshape(len(self.input_layers) + 1, -1)
-        eps = raw.dtype.type(WEIGHTS_EPS)
-        if self.weights_normalization == 1:
-            r = xp.maximum(raw, 0)
-            return raw, r / (eps + xp.sum(r, axis=0, keepdims=True))
-        if self.weights_normalization == 2:
-            e = xp.exp(raw - xp.max(raw, axis=0, keepdims=True))
-            return raw, e / (eps + xp.sum(e, axis=0, keepdims=True))
-        return raw, raw
-
-    @staticmethod
-    def _scale(w, c):
-        """Weights row (1 or c values) as a factor for a (batch, c, h, w) array's first c channels."""
-        return w[:c].reshape(1, -1, 1, 1) if w.shape[0] > 1 else w.reshape(1, 1, 1, 1)
+        return raw, net.ops.shortcut_weights(raw, NORMALIZATION_NAMES[self.weights_normalization])
 
     def _sources(self, net):
-        """(layer, its output as (batch, c_i, h, w), common channels) for each `from` layer."""
-        for i in self.input_layers:
-            other = net.layers[i]
-            out = other.output.reshape(other.output.shape[0], other.out_c, self.h, self.w)
-            yield other, out, min(self.c, other.out_c)
+        """The `from` layers and their outputs as (batch, c_i, h, w)."""
+        layers = [net.layers[i] for i in self.input_layers]
+        return layers, [other.output.reshape(other.output.shape[0], other.out_c, self.h, self.w) for other in layers]
 
     def forward(self, x, net):
-        x = image_input(self, x)
         self._raw_normalized = self._normalized(net)   # backward uses them too
-        wn = self._raw_normalized[1]
-        z = x * self._scale(wn[0], self.c) if wn is not None else x.copy()
-        for k, (other, src, m) in enumerate(self._sources(net)):
-            term = src[:, :m] if wn is None else src[:, :m] * self._scale(wn[k + 1], m)
-            z[:, :m] += term
-        self._z = z
-        return net.ops.activate(z, self.activation)
+        self._z = net.ops.shortcut(image_input(self, x), self._sources(net)[1], self._raw_normalized[1])
+        return net.ops.activate(self._z, self.activation)
 
     def backward(self, x, net):
-        xp = net.ops.xp
-        xi = image_input(self, x)
-        dz = net.ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+        ops = net.ops
+        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+        layers, sources = self._sources(net)
+        deltas = [source_delta(other, ops.xp).reshape(src.shape) for other, src in zip(layers, sources)]
         raw, wn = self._raw_normalized
-        dx = dz * self._scale(wn[0], self.c) if wn is not None else dz
-        per_channel = wn is not None and wn.shape[1] > 1
-        gwn = xp.zeros(wn.shape, dtype=dz.dtype) if wn is not None else None
+        dx, gwn = ops.shortcut_backward(dz, image_input(self, x), sources, wn, deltas)
         if gwn is not None:
-            gwn[0] = xp.sum(dz * xi, axis=(0, 2, 3)) if per_channel else xp.sum(dz * xi)
-        for k, (other, src, m) in enumerate(self._sources(net)):
-            delta = source_delta(other, xp)
-            d4 = delta.reshape(delta.shape[0], other.out_c, self.h, self.w)
-            d4[:, :m] += dz[:, :m] if wn is None else dz[:, :m] * self._scale(wn[k + 1], m)
-            if gwn is not None:
-                prod = dz[:, :m] * src[:, :m]
-                if per_channel:
-                    gwn[k + 1, :m] = xp.sum(prod, axis=(0, 2, 3))
-                else:
-                    gwn[k + 1] = xp.sum(prod)
-        if gwn is not None:
-            accumulate(self.grads, "weights", self._raw_gradient(raw, wn, gwn, xp), (self.nweights,))
+            grad = ops.shortcut_weights_backward(raw, wn, gwn, NORMALIZATION_NAMES[self.weights_normalization])
+            accumulate(self.grads, "weights", grad, (self.nweights,))
         return dx.reshape(x.shape)
-
-    def _raw_gradient(self, raw, wn, gwn, xp):
-        """d loss / d raw weights from d loss / d normalized weights (columns normalize independently)."""
-        if self.weights_normalization == 0:
-            return gwn
-        dot = xp.sum(gwn * wn, axis=0, keepdims=True)
-        eps = raw.dtype.type(WEIGHTS_EPS)
-        if self.weights_normalization == 1:
-            s = eps + xp.sum(xp.maximum(raw, 0), axis=0, keepdims=True)
-            return xp.where(raw > 0, (gwn - dot) / s, raw.dtype.type(0))
-        e = xp.exp(raw - xp.max(raw, axis=0, keepdims=True))
-        s = eps + xp.sum(e, axis=0, keepdims=True)
-        g = wn * (gwn - dot)
-        # the subtracted maximum m: d wn_k / d m = -wn_k * eps / s, to the first maximal weight of each column
-        first = xp.argmax(raw, axis=0)
-        onehot = xp.arange(raw.shape[0]).reshape(-1, 1) == first.reshape(1, -1)
-        return g - onehot * (dot * eps / s)
 
     def row(self):
         froms = "".join(f"{i}, " for i in self.input_layers)
@@ -170,14 +121,14 @@ class Shortcut(Layer):
         _, wn = self._normalized(graph.net)
         wn = None if wn is None else graph.numpy(wn)
         x = graph.image_input(self)
-        z = x if wn is None else graph.mul(x, self._scale(wn[0], self.c))
+        z = x if wn is None else graph.mul(x, channel_factor(wn[0], self.c))
         for k, i in enumerate(self.input_layers):
             other = graph.net.layers[i]
             src = graph.image(*graph.source(i), other.out_c, self.h, self.w)
             m = min(self.c, other.out_c)
             src = graph.slice(src, 1, 0, m) if other.out_c > m else src
             if wn is not None:
-                src = graph.mul(src, self._scale(wn[k + 1], m))
+                src = graph.mul(src, channel_factor(wn[k + 1], m))
             if m < self.c:   # a `from` layer with fewer channels adds to the first ones only
                 src = graph.pad_channels(src, self.c - m)
             z = graph.op("Add", [z, src], "add")

@@ -1,7 +1,7 @@
 """[upsample]: nearest-neighbour upsampling by `stride` (default 2); a negative stride downsamples
 (darknet make_upsample_layer: out = w*stride, or w/|stride| with reverse). `scale` multiplies the output.
 
-Compute (forward_upsample_layer, src/blas.c upsample_cpu):
+Compute (forward_upsample_layer, src/blas.c upsample_cpu; ops.upsample and ops.downsample):
 - upsample: out[c, y, x] = scale * in[c, y/stride, x/stride];
 - downsample (negative stride): out[c, y, x] = sum over the stride x stride block of scale * in[c, y*stride + dy,
   x*stride + dx], added in row-major block order: a scaled SUM, not an average (darknet runs upsample_cpu's
@@ -15,25 +15,6 @@ import numpy as np
 from . import register
 from .base import Layer, fmt_shape
 from .batchnorm import image_input
-
-
-def repeat_scaled(x, stride, scale, xp):
-    """(b, c, h, w) -> (b, c, h*stride, w*stride): every value repeated stride x stride times, times scale."""
-    b, c, h, w = x.shape
-    out = xp.empty((b, c, h, stride, w, stride), dtype=x.dtype)
-    out[...] = (x * scale)[:, :, :, None, :, None]
-    return out.reshape(b, c, h * stride, w * stride)
-
-
-def block_sum_scaled(x, stride, scale, xp):
-    """(b, c, h*stride, w*stride) -> (b, c, h, w): sum of scale*value over each block, in row-major order."""
-    b, c, hs, ws = x.shape
-    blocks = x.reshape(b, c, hs // stride, stride, ws // stride, stride)
-    out = xp.zeros((b, c, hs // stride, ws // stride), dtype=x.dtype)
-    for dy in range(stride):
-        for dx in range(stride):
-            out += blocks[:, :, :, dy, :, dx] * scale
-    return out
 
 
 @register("upsample")
@@ -63,17 +44,15 @@ class Upsample(Layer):
     # -- compute ------------------------------------------------------------------------------------
     def forward(self, x, net):
         x = image_input(self, x)
-        scale = x.dtype.type(self.scale)
         if self.reverse:
-            return block_sum_scaled(x, self.stride, scale, net.ops.xp)
-        return repeat_scaled(x, self.stride, scale, net.ops.xp)
+            return net.ops.downsample(x, self.stride, self.scale)
+        return net.ops.upsample(x, self.stride, self.scale)
 
     def backward(self, x, net):
         dy = self.delta.reshape(x.shape[0], self.c, self.out_h, self.out_w)
-        scale = dy.dtype.type(self.scale)
         if self.reverse:
-            return repeat_scaled(dy, self.stride, scale, net.ops.xp).reshape(x.shape)
-        return block_sum_scaled(dy, self.stride, scale, net.ops.xp).reshape(x.shape)
+            return net.ops.upsample(dy, self.stride, self.scale).reshape(x.shape)
+        return net.ops.downsample(dy, self.stride, self.scale).reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):
