@@ -16,6 +16,7 @@
 #include "cuda/conv.h"
 #include "cuda/depthwise.h"
 // batch normalization:
+#include "cuda/batchnorm.h"
 // pooling, resampling, routing:
 #include "cuda/pooling.h"
 #include "cuda/resample.h"
@@ -173,7 +174,36 @@ PYBIND11_MODULE(DN_MODULE_NAME, m) {
                                cu::as_stream(stream));
     });
 
-    // -- batch normalization --
+    // -- batch normalization (cuda/batchnorm.cu) --
+    m.def("batchnorm_workspace_floats", &cu::batchnorm_workspace_floats);
+    m.def("batchnorm_statistics", [](uintptr_t x, int64_t batch, int64_t channels, int64_t spatial, float momentum,
+                                     uintptr_t mean, uintptr_t inv_std, uintptr_t rolling_mean,
+                                     uintptr_t rolling_variance, uintptr_t workspace, uintptr_t stream) {
+        cu::batchnorm_statistics(address(x), batch, channels, spatial, momentum, address(mean), address(inv_std),
+                                 address(rolling_mean), address(rolling_variance), address(workspace),
+                                 cu::as_stream(stream));
+    });
+    m.def("batchnorm_inverse_std", [](uintptr_t variance, uintptr_t inv_std, int64_t channels, uintptr_t stream) {
+        cu::batchnorm_inverse_std(address(variance), address(inv_std), channels, cu::as_stream(stream));
+    });
+    m.def("batchnorm_normalize", [](uintptr_t x, uintptr_t y, int64_t batch, int64_t channels, int64_t spatial,
+                                    uintptr_t mean, uintptr_t inv_std, uintptr_t scale, uintptr_t bias,
+                                    const std::string& act, uintptr_t stream) {
+        cu::batchnorm_normalize(address(x), address(y), batch, channels, spatial, address(mean), address(inv_std),
+                                address(scale), address(bias), activation_named(act), cu::as_stream(stream));
+    });
+    m.def("batchnorm_backward", [](uintptr_t dy, uintptr_t x, int64_t batch, int64_t channels, int64_t spatial,
+                                   uintptr_t mean, uintptr_t inv_std, uintptr_t scale, uintptr_t bias,
+                                   const std::string& act, bool train, uintptr_t dx, uintptr_t dscale, uintptr_t dbias,
+                                   uintptr_t workspace, uintptr_t stream) {
+        cu::batchnorm_backward(address(dy), address(x), batch, channels, spatial, address(mean), address(inv_std),
+                               address(scale), address(bias), activation_named(act), train, address(dx),
+                               address(dscale), address(dbias), address(workspace), cu::as_stream(stream));
+    });
+    m.def("channel_sum", [](uintptr_t x, int64_t batch, int64_t channels, int64_t spatial, uintptr_t sums,
+                            uintptr_t workspace, uintptr_t stream) {
+        cu::channel_sum(address(x), batch, channels, spatial, address(sums), address(workspace), cu::as_stream(stream));
+    });
 
     // -- pooling, resampling, routing, shortcut --
     auto windows = [](int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w, int64_t size,

@@ -172,6 +172,21 @@ def _kernels():
     return _C
 
 
+BN_EPSILON = .00001   # darknet's: x_hat = (x - mean) / sqrt(variance + .00001)
+BN_MOMENTUM = .01     # rolling statistics: rolling = .99 * rolling + .01 * batch statistic
+
+
+def _channel_axes(x):
+    """For x (batch, channels, ...): the axes a per-channel statistic reduces, the shape that broadcasts a
+    (channels,) array against x, and the values per channel."""
+    return (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2), x.size // max(1, x.shape[1])
+
+
+def check_statistics_count(count):
+    if count < 2:
+        raise ValueError(f"batch normalization in training needs at least 2 values per channel; got {count}")
+
+
 class NumpyOps:
     """CPU backend. Float32 inference runs on the C++ kernels of darknet_py._C where they cover the case
     (ungrouped and depthwise convolutions with an elementwise activation: own GEMM, Winograd, depthwise kernel;
@@ -551,6 +566,52 @@ class NumpyOps:
         return (dz @ w if need_dx else None), dz.T @ x
 
     # -- batch normalization (the NumPy reference of CudaOps' kernels) ---------------------------------------------
+    def batchnorm_forward(self, x, scales, biases, rolling_mean, rolling_variance, train, activation="linear"):
+        """Darknet's batch normalization of x (batch, channels, ...) per channel (axis 1), then scales, biases and
+        the activation (layers/batchnorm.py has the formulas): (output, cache for batchnorm_backward).
+        scales, biases: `channels` values. rolling_mean, rolling_variance: the layer's arrays of `channels` values
+        (any shape). train: normalizes with the statistics of x over the batch and spatial axes (M >= 2 values per
+        channel, variance divided by M - 1) and updates the rolling arrays in place, rolling = (1 - BN_MOMENTUM) *
+        rolling + BN_MOMENTUM * statistic; else normalizes with the rolling statistics."""
+        axes, per_channel, count = _channel_axes(x)
+        if train:
+            check_statistics_count(count)
+            mean = np.mean(x, axis=axes)
+            centered = x - mean.reshape(per_channel)
+            variance = np.sum(centered * centered, axis=axes) / (count - 1)
+            for rolling, statistic in ((rolling_mean, mean), (rolling_variance, variance)):
+                new = (1 - BN_MOMENTUM) * self.asarray(rolling).reshape(statistic.shape) + BN_MOMENTUM * statistic
+                rolling.reshape(statistic.shape)[...] = new
+        else:
+            variance = self.asarray(rolling_variance).reshape(-1)
+            centered = x - self.asarray(rolling_mean).reshape(per_channel)
+        inv_std = 1 / np.sqrt(variance + BN_EPSILON)
+        xhat = centered * inv_std.reshape(per_channel)
+        z = xhat * scales.reshape(per_channel) + biases.reshape(per_channel)
+        return self.activate(z, activation), (train, xhat, inv_std, scales, z, activation)
+
+    def batchnorm_backward(self, delta, cache):
+        """Gradients of the batchnorm_forward that made `cache`, for delta = d(loss)/d(its output): (dx, dscales,
+        dbiases). In training the gradient flows through the batch mean and the M - 1 variance."""
+        train, xhat, inv_std, scales, z, activation = cache
+        dz = self.activate_backward(z, delta, activation)
+        axes, per_channel, count = _channel_axes(dz)
+        dbiases = np.sum(dz, axis=axes)
+        dscales = np.sum(dz * xhat, axis=axes)
+        dxhat = dz * scales.reshape(per_channel)
+        if train:
+            mean_term = np.mean(dxhat, axis=axes)
+            var_term = np.sum(dxhat * xhat, axis=axes) / (count - 1)
+            dx = (dxhat - mean_term.reshape(per_channel) - xhat * var_term.reshape(per_channel)) * \
+                inv_std.reshape(per_channel)
+        else:
+            dx = dxhat * inv_std.reshape(per_channel)
+        return dx, dscales, dbiases
+
+    def channel_sum(self, x):
+        """The sums of x (batch, channels, ...) over every axis but the channel axis 1: (channels,) (the bias
+        gradient of a layer without batch normalization)."""
+        return np.sum(x, axis=_channel_axes(x)[0])
 
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
     # Windowed pooling ([maxpool], [local_avgpool]): output (i, j) of each (batch, channel) plane covers input rows

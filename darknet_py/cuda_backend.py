@@ -11,11 +11,12 @@ Kernels take array addresses as integers; this module checks shapes, dtypes and 
 import ctypes.util
 import glob
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from .activations import CHANNEL_ACTIVATIONS
-from .backend import _Geometry
+from .backend import BN_MOMENTUM, _Geometry, check_statistics_count
 from .errors import DarknetError
 
 FLOAT = np.float32
@@ -148,6 +149,20 @@ def make_device(device):
     if not index.isdigit():
         raise DeviceError(f"device '{device}': expected cuda, cuda:N (N a GPU index) or cuda-emulated")
     return CupyDevice(int(index))
+
+
+class _BatchNormCache(NamedTuple):
+    """What CudaOps.batchnorm_backward reads of its forward: whether it trained, its input, the per-channel mean and
+    1/sqrt(variance + eps) it normalized with, its scales and biases, the activation, and the activation's input
+    where the activation mixes channels (else None: recomputed from the rest)."""
+    train: bool
+    x: object
+    mean: object
+    inv_std: object
+    scales: object
+    biases: object
+    activation: str
+    z: object
 
 
 # -- the ops --------------------------------------------------------------------------------------------------------
@@ -463,6 +478,92 @@ class CudaOps:
         return (self.gemm(dz, w, self.empty(x.shape)) if need_dx else None), dw
 
     # -- batch normalization ------------------------------------------------------------------------------------------
+    def _channels_shape(self, x, what):
+        """(batch, channels, spatial) of a C-contiguous x (batch, channels, ...): a [connected] output has spatial 1."""
+        if x.ndim < 2:
+            raise ValueError(f"{what}: expected an array (batch, channels, ...); got shape {x.shape}")
+        return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+    def _per_channel(self, a, channels, what):
+        """a as (channels,), checked (the kernels read `channels` values from its address)."""
+        if a.size != channels:
+            raise ValueError(f"{what}: expected {channels} values (one per channel); got shape {a.shape}")
+        return a.reshape(channels)
+
+    def _workspace(self, batch, channels, spatial):
+        """The reductions' partial results. The caller holds it in a variable until the kernels have run (an array
+        made inside the call's arguments would be freed once its address is taken)."""
+        return self.empty(self.k.batchnorm_workspace_floats(batch, channels, spatial))
+
+    def batchnorm_forward(self, x, scales, biases, rolling_mean, rolling_variance, train, activation="linear"):
+        """Darknet's batch normalization of x (batch, channels, ...) per channel (axis 1), then scales, biases and
+        the activation (layers/batchnorm.py has the formulas): (output, cache for batchnorm_backward).
+        scales, biases: `channels` values. rolling_mean, rolling_variance: the layer's device arrays of `channels`
+        values (any shape). train: normalizes with the statistics of x over the batch and spatial axes (M >= 2 values
+        per channel, variance divided by M - 1) and updates the rolling arrays in place, rolling = (1 - BN_MOMENTUM)
+        * rolling + BN_MOMENTUM * statistic; else normalizes with the rolling statistics.
+        Kernels: the statistics in two stages, then one pass that normalizes, scales, shifts and activates. The
+        cache keeps x and the per-channel statistics (and references to scales and biases, which must not change
+        before the backward); backward recomputes the activation's input from them, except for the
+        normalize_channels family, which mixes channels: its input is kept."""
+        x = self.xp.ascontiguousarray(x)
+        batch, channels, spatial = self._channels_shape(x, "batchnorm_forward")
+        scales, biases, rolling_mean, rolling_variance = (
+            self._per_channel(a, channels, name) for a, name in ((scales, "scales"), (biases, "biases"),
+                                                                 (rolling_mean, "rolling_mean"),
+                                                                 (rolling_variance, "rolling_variance")))
+        inv_std = self.empty(channels)
+        if train:
+            check_statistics_count(batch * spatial)
+            mean, workspace = self.empty(channels), self._workspace(batch, channels, spatial)
+            self.k.batchnorm_statistics(self._ptr(x, "x"), batch, channels, spatial, BN_MOMENTUM, self._ptr(mean),
+                                        self._ptr(inv_std), self._ptr(rolling_mean, "rolling_mean"),
+                                        self._ptr(rolling_variance, "rolling_variance"),
+                                        self._ptr(workspace), self._stream)
+        else:
+            mean = rolling_mean
+            self.k.batchnorm_inverse_std(self._ptr(rolling_variance, "rolling_variance"), self._ptr(inv_std), channels,
+                                         self._stream)
+        fused = activation not in CHANNEL_ACTIVATIONS
+        out = self.xp.empty_like(x)
+        self.k.batchnorm_normalize(self._ptr(x), self._ptr(out), batch, channels, spatial, self._ptr(mean, "mean"),
+                                   self._ptr(inv_std), self._ptr(scales, "scales"), self._ptr(biases, "biases"),
+                                   activation if fused else "linear", self._stream)
+        z = None
+        if not fused:
+            z, out = out, self.activate(out, activation)
+        return out, _BatchNormCache(train, x, mean, inv_std, scales, biases, activation, z)
+
+    def batchnorm_backward(self, delta, cache):
+        """Gradients of the batchnorm_forward that made `cache`, for delta = d(loss)/d(its output): (dx, dscales,
+        dbiases), new arrays. In training the gradient flows through the batch mean and the M - 1 variance.
+        Kernels: one pass over delta and x for the per-channel sums (dbiases, dscales; the activation's gradient
+        fused), then one elementwise pass for dx."""
+        x = cache.x
+        delta = self.xp.ascontiguousarray(delta)
+        if delta.shape != x.shape:
+            raise ValueError(f"batchnorm_backward: delta {delta.shape} does not match the forward's input {x.shape}")
+        activation = cache.activation
+        if cache.z is not None:
+            delta, activation = self.activate_backward(cache.z, delta, activation), "linear"
+        batch, channels, spatial = self._channels_shape(x, "batchnorm_backward")
+        dx, dscales, dbiases = self.xp.empty_like(x), self.empty(channels), self.empty(channels)
+        workspace = self._workspace(batch, channels, spatial)
+        self.k.batchnorm_backward(self._ptr(delta, "delta"), self._ptr(x), batch, channels, spatial,
+                                  self._ptr(cache.mean), self._ptr(cache.inv_std), self._ptr(cache.scales),
+                                  self._ptr(cache.biases), activation, cache.train, self._ptr(dx), self._ptr(dscales),
+                                  self._ptr(dbiases), self._ptr(workspace), self._stream)
+        return dx, dscales, dbiases
+
+    def channel_sum(self, x):
+        """The sums of x (batch, channels, ...) over every axis but the channel axis 1: (channels,) (the bias
+        gradient of a layer without batch normalization). Two-stage reduction, no atomics."""
+        x = self.xp.ascontiguousarray(x)
+        batch, channels, spatial = self._channels_shape(x, "channel_sum")
+        sums, workspace = self.empty(channels), self._workspace(batch, channels, spatial)
+        self.k.channel_sum(self._ptr(x, "x"), batch, channels, spatial, self._ptr(sums), self._ptr(workspace),
+                           self._stream)
+        return sums
 
     # -- pooling, resampling, routing, shortcut -----------------------------------------------------------------------
     # The contracts are NumpyOps' (backend.py); the kernels are in csrc/cuda/pooling.cu, resample.cu and route.cu.

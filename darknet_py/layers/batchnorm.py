@@ -1,9 +1,10 @@
 """[batchnorm]: standalone batch normalization over channels (darknet make_batchnorm_layer; no options).
 Weights file: biases, scales, rolling_mean, rolling_variance, c values each.
 
-Also the batch-normalization math shared by [convolutional] and [connected] (darknet forward_batchnorm_layer,
-src/blas.c mean_cpu/variance_cpu/normalize_cpu), and the helpers those layers use to fetch their weights and
-check their input.
+Also the batch normalization shared by [convolutional] and [connected] (darknet forward_batchnorm_layer,
+src/blas.c mean_cpu/variance_cpu/normalize_cpu): bn_forward here, the math in the ops (batchnorm_forward and
+batchnorm_backward: NumPy in backend.py, kernels in csrc/cuda/batchnorm.cu), which fuse the layer's activation;
+and the helpers those layers use to fetch their weights and check their input.
 
 Darknet facts matched:
 - training: per channel over batch x spatial (M values), mean = sum/M and variance = sum (x-mean)^2 / (M-1)
@@ -24,10 +25,9 @@ import numpy as np
 
 from . import register
 from .base import Layer
+from ..backend import BN_EPSILON
 from ..errors import DarknetError
 
-BN_EPSILON = .00001
-BN_MOMENTUM = .01
 BN_NAMES = ("scales", "rolling_mean", "rolling_variance")
 
 
@@ -89,44 +89,18 @@ def image_input(layer, x):
     raise DarknetError(f"{layer_label(layer)}: input of shape {tuple(x.shape)}; expected (batch, {c}, {h}, {w})")
 
 
-# -- batch normalization ------------------------------------------------------------------------------
-def _stat_axes(x):
-    return (0,) + tuple(range(2, x.ndim))
-
-
-def _per_channel(v, x):
-    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
-
-
-def _update_rolling(weights, name, stat, ops):
-    array = weights[name]
-    new = (1 - BN_MOMENTUM) * ops.asarray(array).reshape(stat.shape) + BN_MOMENTUM * stat
-    array.reshape(stat.shape)[...] = ops.to_numpy(new)
-
-
-def bn_forward(layer, z, params, weights, train, ops):
-    """Batch-normalize z (batch, channels, ...) per channel, then scale and add biases, as darknet does.
-    `params` holds the ops arrays scales, biases, rolling_mean, rolling_variance; `weights` is the dict the
-    rolling statistics are updated in. Returns (output, cache for bn_backward)."""
-    xp = ops.xp
-    axes = _stat_axes(z)
+# -- batch normalization ------------------------------------------------------------------------------------------
+def bn_forward(layer, ops, z, params, weights, train, activation="linear"):
+    """activation(batch normalization of z (batch, channels, ...) per channel, then scales and biases), as darknet
+    does, through ops.batchnorm_forward. `params` holds the ops arrays scales and biases; `weights` is the dict of
+    the rolling statistics, updated in place in training (device arrays on a device: layer_params put them there).
+    Returns (output, cache for ops.batchnorm_backward)."""
     count = z.size // z.shape[1]
-    if train:
-        if count < 2:
-            raise DarknetError(f"{layer_label(layer)}: batch normalization in training needs at least 2 values per "
-                               f"channel (batch x out_h x out_w is {count}; darknet divides by that minus 1)")
-        mean = xp.mean(z, axis=axes)
-        centered = z - _per_channel(mean, z)
-        variance = xp.sum(centered * centered, axis=axes) / (count - 1)
-        _update_rolling(weights, "rolling_mean", mean, ops)
-        _update_rolling(weights, "rolling_variance", variance, ops)
-    else:
-        variance = params["rolling_variance"]
-        centered = z - _per_channel(params["rolling_mean"], z)
-    inv_std = 1 / xp.sqrt(variance + BN_EPSILON)
-    xhat = centered * _per_channel(inv_std, z)
-    out = xhat * _per_channel(params["scales"], z) + _per_channel(params["biases"], z)
-    return out, (train, xhat, inv_std, count)
+    if train and count < 2:
+        raise DarknetError(f"{layer_label(layer)}: batch normalization in training needs at least 2 values per "
+                           f"channel (batch x out_h x out_w is {count}; darknet divides by that minus 1)")
+    return ops.batchnorm_forward(z, params["scales"], params["biases"], weights["rolling_mean"],
+                                 weights["rolling_variance"], train, activation)
 
 
 def bn_inference_affine(params, xp):
@@ -146,23 +120,6 @@ def fold_batchnorm(params):
     a, folded_biases = bn_inference_affine({k: params[k].astype(np.float64) for k in ("biases",) + BN_NAMES}, np)
     folded = weights.astype(np.float64) * a.reshape((-1,) + (1,) * (weights.ndim - 1))
     return folded.astype(np.float32), folded_biases.astype(np.float32)
-
-
-def bn_backward(dy, scales, cache, xp):
-    """Gradients of bn_forward: (dz, dscales, dbiases) for d(loss)/d(output) dy."""
-    train, xhat, inv_std, count = cache
-    axes = _stat_axes(dy)
-    dbiases = xp.sum(dy, axis=axes)
-    dscales = xp.sum(dy * xhat, axis=axes)
-    dxhat = dy * _per_channel(scales, dy)
-    if train:
-        # z -> (mean, variance with 1/(M-1)) -> xhat: the full gradient through both statistics
-        mean_term = xp.mean(dxhat, axis=axes)
-        var_term = xp.sum(dxhat * xhat, axis=axes) / (count - 1)
-        dz = (dxhat - _per_channel(mean_term, dy) - xhat * _per_channel(var_term, dy)) * _per_channel(inv_std, dy)
-    else:
-        dz = dxhat * _per_channel(inv_std, dy)
-    return dz, dscales, dbiases
 
 
 @register("batchnorm")
@@ -187,16 +144,14 @@ class BatchNorm(Layer):
     def forward(self, x, net):
         x = image_input(self, x)
         params = layer_params(self, self, ("biases",) + BN_NAMES, net.ops)
-        out, self._bn = bn_forward(self, x, params, self.weights, net.train, net.ops)
+        out, self._bn = bn_forward(self, net.ops, x, params, self.weights, net.train)
         return out
 
     def backward(self, x, net):
-        scales = layer_params(self, self, ("scales",), net.ops)["scales"]
-        delta = self.delta.reshape(self._bn[1].shape)
-        dz, dscales, dbiases = bn_backward(delta, scales, self._bn, net.ops.xp)
+        dx, dscales, dbiases = net.ops.batchnorm_backward(self.delta.reshape(image_input(self, x).shape), self._bn)
         accumulate(self.grads, "scales", dscales, (self.c,))
         accumulate(self.grads, "biases", dbiases, (self.c,))
-        return dz.reshape(x.shape)
+        return dx.reshape(x.shape)
 
     # -- ONNX export (onnx_export.py) ---------------------------------------------------------------
     def to_onnx(self, graph):

@@ -9,7 +9,7 @@ then scales (batchnorm.py); + biases; activation. Output is flat: (batch, output
 """
 from . import register
 from .base import Layer
-from .batchnorm import accumulate, bn_backward, bn_forward, fold_batchnorm, layer_label, layer_params, weighted_names
+from .batchnorm import accumulate, bn_forward, fold_batchnorm, layer_label, layer_params, weighted_names
 from ..activations import read_activation
 from ..errors import DarknetError
 
@@ -57,22 +57,22 @@ class Connected(Layer):
         params = layer_params(self, self, weighted_names(self), ops)
         z = ops.linear(x, params["weights"])
         if self.batch_normalize:
-            z, self._bn = bn_forward(self, z, params, self.weights, net.train, ops)
-        else:
-            z += params["biases"]
-            self._bn = None
-        self._z = z
+            self._z = None
+            out, self._bn = bn_forward(self, ops, z, params, self.weights, net.train, self.activation)
+            return out
+        z += params["biases"]
+        self._z, self._bn = z, None
         return ops.activate(z, self.activation)
 
     def backward(self, x, net):
         ops = net.ops
-        params = layer_params(self, self, ("weights", "scales") if self.batch_normalize else ("weights",), ops)
-        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+        params = layer_params(self, self, ("weights",), ops)
         if self.batch_normalize:
-            dz, dscales, dbiases = bn_backward(dz, params["scales"], self._bn, ops.xp)
+            dz, dscales, dbiases = ops.batchnorm_backward(self.delta, self._bn)
             accumulate(self.grads, "scales", dscales, (self.units,))
         else:
-            dbiases = ops.xp.sum(dz, axis=0)
+            dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+            dbiases = ops.channel_sum(dz)
         accumulate(self.grads, "biases", dbiases, (self.units,))
         dx, dw = ops.linear_backward(self._flat(x), params["weights"], dz)
         accumulate(self.grads, "weights", dw, (self.units, self.inputs))

@@ -14,8 +14,8 @@ Darknet facts (src/parser.c parse_convolutional, src/convolutional_layer.c):
 """
 from . import register
 from .base import Layer, darknet_float, fmt_shape
-from .batchnorm import (accumulate, bn_backward, bn_forward, bn_inference_affine, fold_batchnorm, image_input,
-                        layer_label, layer_params, weighted_names)
+from .batchnorm import (accumulate, bn_forward, bn_inference_affine, fold_batchnorm, image_input, layer_label,
+                        layer_params, weighted_names)
 from ..activations import read_activation
 from ..backend import conv_output_size
 from ..errors import DarknetError
@@ -160,17 +160,19 @@ class Convolutional(Layer):
     def _params(self, net, names):
         return layer_params(self, self._owner(net), names, net.ops)
 
-    def _preactivation(self, x, net):
-        """Convolution, then batch normalization (keeping its cache in self._bn) or biases."""
+    def _forward_for_backward(self, x, net):
+        """Convolution, then batch normalization with the activation (its cache in self._bn) or biases and the
+        activation (the pre-activation kept in self._z): the output."""
         ops = net.ops
         params = self._params(net, weighted_names(self))
         z = ops.conv2d(x, params["weights"], self.stride_x, self.stride_y, self.padding, self.dilation, self.groups)
         if self.batch_normalize:
-            z, self._bn = bn_forward(self, z, params, self._owner(net).weights, net.train, ops)
-        else:
-            z += params["biases"].reshape(1, -1, 1, 1)
-            self._bn = None
-        return z
+            self._z = None
+            out, self._bn = bn_forward(self, ops, z, params, self._owner(net).weights, net.train, self.activation)
+            return out
+        z += params["biases"].reshape(1, -1, 1, 1)
+        self._z, self._bn = z, None
+        return ops.activate(z, self.activation)
 
     def forward(self, x, net):
         if self.binary or self.xnor:
@@ -178,8 +180,7 @@ class Convolutional(Layer):
         x = image_input(self, x)
         ops = net.ops
         if net.train:
-            self._z = self._preactivation(x, net)   # backward differentiates the activation from it
-            return ops.activate(self._z, self.activation)
+            return self._forward_for_backward(x, net)
         # Inference: batch normalization folded into a per-filter scale and shift, applied with the activation
         # in one pass; nothing is kept for backward (it recomputes the pre-activation if ever called).
         self._z = self._bn = None
@@ -191,16 +192,16 @@ class Convolutional(Layer):
     def backward(self, x, net):
         ops = net.ops
         owner = self._owner(net)
-        if self._z is None:
-            self._z = self._preactivation(image_input(self, x), net)
-        params = self._params(net, ("weights", "scales") if self.batch_normalize else ("weights",))
-        dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+        if self._z is None and self._bn is None:   # after an inference forward
+            self._forward_for_backward(image_input(self, x), net)
+        params = self._params(net, ("weights",))
         n = self.filters
         if self.batch_normalize:
-            dz, dscales, dbiases = bn_backward(dz, params["scales"], self._bn, ops.xp)
+            dz, dscales, dbiases = ops.batchnorm_backward(self.delta, self._bn)
             accumulate(owner.grads, "scales", dscales, (n,))
         else:
-            dbiases = ops.xp.sum(dz, axis=(0, 2, 3))
+            dz = ops.activate_backward(self._z, self.delta.reshape(self._z.shape), self.activation)
+            dbiases = ops.channel_sum(dz)
         accumulate(owner.grads, "biases", dbiases, (n,))
         dx, dw = ops.conv2d_backward(image_input(self, x), params["weights"], dz, self.stride_x, self.stride_y,
                                      self.padding, self.dilation, self.groups)
