@@ -224,3 +224,25 @@ def test_connected_batch_normalize(tmp_path, cuda_device, activation):
     compare_engines(cpu, gpu, x, train=True)
     assert_rolling_statistics_equal(cpu, gpu)
     compare_engines(cpu, gpu, x, train=False)
+
+
+@pytest.mark.parametrize("activation", ["leaky", "mish", "logistic", "linear", "normalize_channels_softmax"])
+def test_convolutional_batch_normalize(tmp_path, cuda_device, activation):
+    """Training (forward, backward, rolling statistics), then inference with a backward (which recomputes the
+    forward with the rolling statistics)."""
+    cfg = net_cfg(11, 9, 3, ("convolutional", dict(filters=5, size=3, pad=1, batch_normalize=1, activation=activation)),
+                  ("convolutional", dict(filters=4, size=3, stride=2, pad=1, batch_normalize=1, activation="swish")))
+    cpu, gpu = engine_pair(tmp_path, cfg, cuda_device)
+    x = np.random.default_rng(2).normal(size=(3, 3, 9, 11)).astype(np.float32)
+    compare_engines(cpu, gpu, x, train=True)
+    assert_rolling_statistics_equal(cpu, gpu)
+    compare_engines(cpu, gpu, x, train=False)
+
+
+def test_convolutional_batch_normalize_several_chunks(tmp_path, cuda_device):
+    """2697 values per channel: two chunks per channel in the statistics and the gradient sums."""
+    cfg = net_cfg(31, 29, 2, ("convolutional", dict(filters=3, size=1, batch_normalize=1, activation="mish")))
+    cpu, gpu = engine_pair(tmp_path, cfg, cuda_device)
+    x = np.random.default_rng(3).normal(size=(3, 2, 29, 31)).astype(np.float32)
+    compare_engines(cpu, gpu, x, train=True)
+    assert_rolling_statistics_equal(cpu, gpu)
