@@ -53,3 +53,27 @@ def test_training_step_matches_the_cpu_engine(pair):
                       np.abs(before[layer.index, "weights"]).max())
                 for layer in cpu.layers if "weights" in layer.weights)
     assert moved > 1e-3, "the update left the weights (almost) unchanged: the comparison above proves nothing"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from darknet_py.datasets import make_digits
+    return make_digits(tmp_path_factory.mktemp("digits"))
+
+
+def test_classifier_training_gives_the_cpu_loss_curve(digits, tmp_path, cuda_device):
+    """`classifier train` on the digits for a few iterations: the same loss at every iteration on both engines
+    (same initial weights, same augmented batches, same dropout masks)."""
+    import io
+    from test_classifier import DIGITS_CFG, LINE, data_file
+    from darknet_py.classifier import train_classifier
+    curves = {}
+    for device in ("cpu", cuda_device):
+        folder = tmp_path / device
+        folder.mkdir()
+        out = io.StringIO()
+        train_classifier(data_file(digits, folder), DIGITS_CFG, max_batches=4, device=device, seed=4, progress=False,
+                         out=out, chart=None)
+        curves[device] = [float(m[2]) for m in LINE.findall(out.getvalue())]
+    assert len(curves["cpu"]) == 4
+    np.testing.assert_allclose(curves[cuda_device], curves["cpu"], rtol=1e-4)
