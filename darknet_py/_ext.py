@@ -17,11 +17,11 @@ except ImportError:   # built without nvcc (or the CUDA build failed)
     cuda_compiled = False
 
 
-def cuda_extension():
-    """darknet_py._cuda, or DarknetBuildError saying why it is missing."""
+def cuda_extension(device="cuda"):
+    """darknet_py._cuda, or DarknetBuildError saying why `device` cannot use it."""
     if cuda_ext is None:
-        raise DarknetBuildError("device 'cuda': darknet_py was built without its CUDA kernels (nvcc was not found or "
-                                "the CUDA build failed); install the CUDA toolkit and rebuild: pip install -e .")
+        raise DarknetBuildError(f"device '{device}': darknet_py was built without its CUDA kernels (nvcc was not found "
+                                "or the CUDA build failed); install the CUDA toolkit and rebuild: pip install -e .")
     return cuda_ext
 
 

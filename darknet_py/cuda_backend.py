@@ -93,19 +93,20 @@ def _cublas_candidates():
 class CupyDevice:
     """CuPy arrays on GPU `index`, the kernels of darknet_py._cuda, cuBLAS with the extension's own handle."""
 
-    def __init__(self, index=0):
+    def __init__(self, index=0, name=None):
         from ._ext import cuda_extension
-        self.kernels = cuda_extension()
+        name = name or f"cuda:{index}"
+        self.kernels = cuda_extension(name)
         if self.kernels.driver_version() == 0:
-            raise DeviceError("device 'cuda': no CUDA driver on this machine (darknet_py._cuda is built, but "
-                              "cudaDriverGetVersion found no driver); use device='cpu' or 'cuda-emulated'")
+            raise DeviceError(f"device '{name}': no CUDA driver on this machine (darknet_py._cuda is built, but "
+                              f"cudaDriverGetVersion found no driver); use device='cpu' or 'cuda-emulated'")
         try:
             import cupy
         except ImportError:
-            raise DeviceError("device 'cuda' needs CuPy: pip install cupy-cuda13x (or darknet_py[gpu])") from None
+            raise DeviceError(f"device '{name}' needs CuPy: pip install cupy-cuda13x (or darknet_py[gpu])") from None
         count = self.kernels.device_count()
         if not 0 <= index < count:
-            raise DeviceError(f"device 'cuda:{index}': expected a GPU index 0..{count - 1}; this machine has {count}")
+            raise DeviceError(f"device '{name}': expected a GPU index 0..{count - 1}; this machine has {count}")
         self.xp = cupy
         self.index = index
         self.name = f"cuda:{index}"
@@ -148,7 +149,7 @@ def make_device(device):
     index = device.partition(":")[2] if device != "cuda" else "0"
     if not index.isdigit():
         raise DeviceError(f"device '{device}': expected cuda, cuda:N (N a GPU index) or cuda-emulated")
-    return CupyDevice(int(index))
+    return CupyDevice(int(index), device)
 
 
 class _BatchNormCache(NamedTuple):
