@@ -1,0 +1,81 @@
+"""The CUDA engine through the Python API: device names, arrays staying on the device, weights moving there and
+back, DLPack in and out, memory figures, and the errors of devices that cannot be used."""
+import numpy as np
+import pytest
+
+import darknet_py
+from darknet_py import DarknetError
+from darknet_py.backend import get_ops
+from darknet_py.weights import save_weights
+from engines import engine_pair, host, net_cfg
+
+CFG = net_cfg(12, 10, 3, ("convolutional", {"filters": 4, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1,
+                                             "activation": "leaky"}),
+              ("maxpool", {"size": 2, "stride": 2}),
+              ("convolutional", {"filters": 5, "size": 1, "activation": "linear"}),
+              ("avgpool", {}), ("softmax", {}))
+
+
+class Producer:
+    """A foreign array that only speaks DLPack (as a torch or JAX tensor would)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, **kwargs):
+        return self.array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+def test_outputs_stay_on_the_device_and_match_the_cpu(tmp_path, cuda_device):
+    cpu, gpu = engine_pair(tmp_path, CFG, cuda_device, batch=2)
+    x = np.random.default_rng(0).uniform(size=(2, 3, 10, 12)).astype(np.float32)
+    out = gpu.forward(x)
+    assert isinstance(out, type(gpu.ops.asarray(x)))       # a device array (CuPy, or the emulation's DeviceArray)
+    assert all(type(layer.output) is type(out) for layer in gpu.layers)
+    np.testing.assert_allclose(host(gpu.ops, out), cpu.forward(x), rtol=1e-5, atol=1e-7)
+
+
+def test_dlpack_in_and_out(tmp_path, cuda_device):
+    cpu, gpu = engine_pair(tmp_path, CFG, cuda_device, batch=1)
+    x = np.random.default_rng(1).uniform(size=(1, 3, 10, 12)).astype(np.float32)
+    out = gpu.forward(Producer(gpu.ops.asarray(x)))
+    back = gpu.ops.xp.from_dlpack(Producer(out))            # the output exported without a copy
+    np.testing.assert_allclose(host(gpu.ops, back), cpu.forward(x), rtol=1e-5, atol=1e-7)
+
+
+def test_weights_move_to_the_device_and_save_back(tmp_path, cuda_device):
+    cpu, gpu = engine_pair(tmp_path, CFG, cuda_device, batch=1)
+    gpu.forward(np.zeros((1, 3, 10, 12), np.float32))
+    device_type = type(gpu.ops.asarray(np.zeros(1, np.float32)))
+    assert all(type(a) is device_type for layer in gpu.layers for a in layer.weights.values())
+    save_weights(gpu, tmp_path / "gpu.weights")
+    save_weights(cpu, tmp_path / "cpu.weights")
+    assert (tmp_path / "gpu.weights").read_bytes() == (tmp_path / "cpu.weights").read_bytes()
+
+
+def test_available_memory_is_reported(cuda_ops):
+    free = cuda_ops.available_memory()
+    assert isinstance(free, int) and free > 0
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda:x", "expected cuda, cuda:N"), ("gpu", "expected cpu, cuda, cuda:N or cuda-emulated"),
+    ("cuda:99", None),
+])
+def test_unusable_devices_are_one_line_errors(device, message):
+    with pytest.raises(DarknetError) as error:
+        get_ops(device)
+    text = str(error.value)
+    assert "\n" not in text and device in text
+    if message:
+        assert message in text
+
+
+def test_load_with_the_emulated_device(tmp_path):
+    path = tmp_path / "t.cfg"
+    path.write_text(CFG)
+    net = darknet_py.load(path, quiet=True, device="cuda-emulated")
+    assert net.ops.name == "cuda-emulated"
