@@ -213,6 +213,20 @@ class NumpyOps:
     def to_numpy(self, x):
         return x
 
+    def synchronize(self):
+        """Wait for queued work (none: NumPy runs synchronously)."""
+
+    def track_peak(self):
+        """Nothing to start: the kernel keeps the process's peak resident memory (memory_stats)."""
+
+    def memory_stats(self):
+        """{"peak_bytes": the process's peak resident memory so far} (resource.getrusage; None where unknown)."""
+        try:
+            import resource
+            return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        except (ImportError, OSError):
+            return {"peak_bytes": None}
+
     # -- convolution ----------------------------------------------------------------------------------
     def im2col(self, img, g, out=None):
         """img (c, h, w) -> columns (c*size*size, out_h*out_w), darknet's row order (channel, ky, kx)."""

@@ -13,7 +13,7 @@ from .errors import DarknetError
 # Modules that add their own verbs: each defines register_cli(subparsers), adding parsers whose defaults set
 # `run` to a function taking the parsed args. Imported by build_parser (not when cli is imported), so that
 # `darknet-py --help` lists their verbs.
-COMMAND_MODULES = ("classifier", "onnx_export", "detector")
+COMMAND_MODULES = ("classifier", "onnx_export", "detector", "benchmark")
 
 
 class UsageError(DarknetError):

@@ -70,6 +70,14 @@ class EmulatedDevice:
     def synchronize(self):
         pass
 
+    def track_peak(self):
+        pass
+
+    @staticmethod
+    def memory_stats():
+        from .backend import NumpyOps
+        return NumpyOps.memory_stats()
+
 
 def _cublas_candidates():
     """Where cuBLAS may be: the loader's own search, CuPy's pip wheels (nvidia/cu13, cu12), the CUDA toolkit."""
@@ -141,6 +149,25 @@ class CupyDevice:
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
+    def track_peak(self):
+        """Record the pool's peak of bytes in use from now on: CuPy keeps no peak, so allocations go through a
+        wrapper of the pool's malloc that reads used_bytes after each."""
+        pool = self.xp.get_default_memory_pool()
+        self._peak = pool.used_bytes()
+
+        def allocate(size):
+            memory = pool.malloc(size)
+            self._peak = max(self._peak, pool.used_bytes())
+            return memory
+        self.xp.cuda.set_allocator(allocate)
+
+    def memory_stats(self):
+        """Device bytes: peak in use since track_peak() (else now), reserved by CuPy's pool, and the cuBLAS
+        workspace (outside the pool's accounting of arrays, allocated from it once)."""
+        pool = self.xp.get_default_memory_pool()
+        return {"peak_bytes": getattr(self, "_peak", pool.used_bytes()), "reserved_bytes": pool.total_bytes(),
+                "cublas_workspace_bytes": self.workspace.nbytes}
+
 
 def make_device(device):
     """The device named `device`: "cuda-emulated", "cuda" or "cuda:N"."""
@@ -199,6 +226,13 @@ class CudaOps:
 
     def synchronize(self):
         self.device.synchronize()
+
+    def track_peak(self):
+        """Start recording the peak of device memory in use (memory_stats' peak_bytes)."""
+        self.device.track_peak()
+
+    def memory_stats(self):
+        return self.device.memory_stats()
 
     def _ptr(self, a, what="array"):
         """The address of a float32 C-contiguous device array (0 for None), checked: kernels trust it."""

@@ -1,4 +1,6 @@
 """A network built from a cfg: the [net] options and the layers in order, with shape inference."""
+import time
+
 import numpy as np
 
 from .backend import get_ops
@@ -40,6 +42,7 @@ class Network:
         self.truth = None             # training targets of the current forward (loss layers read them)
         self.cost = None              # darknet's get_network_cost after a forward with truth
         self.optimizer_state = {}     # momentum / Adam buffers (training.py)
+        self.layer_timer = None       # timer(layer, "forward" | "backward", seconds) after each layer (benchmark.py)
 
     def forward(self, x, train=False, truth=None):
         """Run every layer on `x` (float32, batch x channels x height x width) and return the last output;
@@ -57,7 +60,9 @@ class Network:
         self.truth = None if truth is None else self.ops.asarray(truth)
         for layer in self.layers:
             layer.cost = None
+            start = self._layer_start()
             x = layer.output = layer.forward(x, self)
+            self._layer_done(layer, "forward", start)
         costs = [layer.cost for layer in self.layers if layer.cost is not None]
         self.cost = sum(costs) / len(costs) if costs else None
         return x
@@ -117,7 +122,9 @@ class Network:
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             x = self.layers[i - 1].output if i else self.input
+            start = self._layer_start()
             grad = layer.backward(x, self)
+            self._layer_done(layer, "backward", start)
             if layer.loss_grad is not None:   # darknet adds a loss layer's delta to its input's
                 loss_grad = layer.loss_grad.reshape(x.shape)
                 grad = loss_grad if grad is None else grad + loss_grad
@@ -129,6 +136,18 @@ class Network:
             else:
                 input_delta = grad
         return input_delta
+
+    def _layer_start(self):
+        """With a layer_timer: the device's queue drained (so the time measured is this layer's), the clock read."""
+        if self.layer_timer is None:
+            return None
+        self.ops.synchronize()
+        return time.perf_counter()
+
+    def _layer_done(self, layer, phase, start):
+        if start is not None:
+            self.ops.synchronize()
+            self.layer_timer(layer, phase, time.perf_counter() - start)
 
     @property
     def batch(self):
