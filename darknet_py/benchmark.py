@@ -5,7 +5,6 @@ input, output and weights once: a depthwise convolution does little arithmetic p
 its BFLOPS say little about its time."""
 import json
 import statistics
-import sys
 import time
 
 import numpy as np

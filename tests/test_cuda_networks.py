@@ -11,9 +11,9 @@ from conftest import REPO, SHARED
 from engines import assert_close, compare_engines, engine_pair, host
 
 NETWORKS = [
-    pytest.param(SHARED / "cfg" / "yolov4-tiny.cfg", 96, id="yolov4-tiny"),
-    pytest.param(SHARED / "cfg" / "efficientnet_b0.cfg", 128, id="efficientnet_b0"),
-    pytest.param(REPO / "cfg" / "mixnet_m.cfg", 128, id="mixnet_m"),
+    pytest.param((SHARED / "cfg" / "yolov4-tiny.cfg", 96), id="yolov4-tiny"),
+    pytest.param((SHARED / "cfg" / "efficientnet_b0.cfg", 128), id="efficientnet_b0"),
+    pytest.param((REPO / "cfg" / "mixnet_m.cfg", 128), id="mixnet_m"),
 ]
 
 
