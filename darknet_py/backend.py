@@ -219,7 +219,8 @@ class NumpyOps:
     def track_peak(self):
         """Nothing to start: the kernel keeps the process's peak resident memory (memory_stats)."""
 
-    def memory_stats(self):
+    @staticmethod
+    def memory_stats():
         """{"peak_bytes": the process's peak resident memory so far} (resource.getrusage; None where unknown)."""
         try:
             import resource

@@ -42,8 +42,8 @@ def test_training_step_matches_the_cpu_engine(pair):
     compare_engines(cpu, gpu, image_batch(cpu, 1), train=True, backward=True, rtol=1e-4)
     before = {(layer.index, name): array.copy() for layer in cpu.layers for name, array in layer.weights.items()}
     for net in (cpu, gpu):
-        # a rate that moves the weights well past the tolerance: constant 0.01 from the first iteration on
-        net.options.burn_in, net.options.policy, net.options.learning_rate = 0, "constant", 0.01
+        # a rate that moves the weights well past the tolerance: constant 0.1 from the first iteration on
+        net.options.burn_in, net.options.policy, net.options.learning_rate = 0, "constant", 0.1
         net.seen = net.options.mini_batch * net.options.subdivisions
         net.update()
     for mine, theirs in zip(gpu.layers, cpu.layers):
