@@ -113,17 +113,20 @@ def cmd_benchmark(args):
 
 
 def register_cli(sub):
+    from .cli import COUNT, POSITIVE
+    from .trainer import add_gpus_option
     bench = sub.add_parser("benchmark", help="time a network on a device: ms/iteration, images/s, peak memory")
     bench.add_argument("cfg")
     bench.add_argument("--weights", help="a .weights file (default: darknet's random initial weights)")
     bench.add_argument("--train", action="store_true", help="time training iterations (forward, backward, update)")
-    bench.add_argument("--batch", type=int, default=1, help="mini-batch (default 1)")
-    bench.add_argument("--width", type=int)
-    bench.add_argument("--height", type=int)
-    bench.add_argument("--iterations", type=int, default=20, help="timed iterations (default 20)")
-    bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
+    bench.add_argument("--batch", type=POSITIVE, default=1, help="mini-batch (default 1)")
+    bench.add_argument("--width", type=POSITIVE)
+    bench.add_argument("--height", type=POSITIVE)
+    bench.add_argument("--iterations", type=POSITIVE, default=20, help="timed iterations (default 20)")
+    bench.add_argument("--warmup", type=COUNT, default=3, help="untimed iterations first (default 3)")
     bench.add_argument("--layers", action="store_true", help="also time every layer (GFLOP/s, GB/s)")
-    bench.add_argument("-gpus", default=None, help="GPU index (darknet's flag)")
-    bench.add_argument("--device", help="cpu, cuda, cuda:N or cuda-emulated (overrides -gpus)")
+    add_gpus_option(bench)
+    bench.add_argument("--device", choices=("cpu", "cuda-emulated"),
+                       help="the engine instead of -gpus: the CPU, or the CUDA engine emulated on the CPU (slow)")
     bench.add_argument("--format", choices=("table", "json"), default="table")
     bench.set_defaults(run=cmd_benchmark)

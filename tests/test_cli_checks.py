@@ -322,6 +322,7 @@ def fuzz_inputs(tiny):
         "detector test": ["detector", "test", "tiny.data", "tiny.cfg", "tiny.weights", "img.png", "-dont_show"],
         "detector map": ["detector", "map", "tiny.data", "tiny.cfg", "tiny.weights"],
         "detector train": ["detector", "train", shapes_data, shapes_cfg] + train,
+        "benchmark": ["benchmark", DIGITS_CFG, "--iterations", "1", "--warmup", "0"],
     }
 
 
@@ -356,4 +357,5 @@ def test_fuzz_every_numeric_option_of_every_verb(fuzz_inputs, capsys):
     assert sorted(ran) == sorted(
         ["partial N", "classifier train -gpus", "classifier predict -t", "detector test -thresh",
          "detector test -hier", "detector test -nms", "detector test -gpus", "detector map -thresh",
-         "detector map -iou_thresh", "detector map -points", "detector map -gpus", "detector train -gpus"])
+         "detector map -iou_thresh", "detector map -points", "detector map -gpus", "detector train -gpus",
+         "benchmark --warmup", "benchmark -gpus"])
