@@ -196,6 +196,15 @@ class NumpyOps:
     name = "cpu"
     xp = np
     weights_on_device = False   # layer.weights stay the NumPy arrays they are
+    # the layer table's memory lines (table.py)
+    weight_cache_label = "Winograd weights cache"
+    scratch_label = "im2col/Winograd buffers, temporaries"
+    memory_note = None
+
+    @staticmethod
+    def reserved_memory():
+        """[(what, bytes)] the engine holds whatever the network: none on the CPU."""
+        return []
 
     def __init__(self, dtype=np.float32):
         self.dtype = np.dtype(dtype)   # float64 only for finite-difference gradient checks

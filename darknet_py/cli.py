@@ -62,7 +62,9 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 
 def cmd_ops(args):
     from .network import Network
-    net = Network(args.cfg, batch=args.batch, width=args.width, height=args.height)
+    # the CUDA engine's memory plan needs its accounting, not a GPU: the emulated device has the same algorithms
+    device = "cuda-emulated" if args.device == "cuda" else "cpu"
+    net = Network(args.cfg, batch=args.batch, width=args.width, height=args.height, device=device)
     if args.format == "table":
         print(net.summary(batch=args.batch))
         return
@@ -115,6 +117,9 @@ def build_parser():
     ops.add_argument("--batch", type=POSITIVE,
                      help="the batch of both memory lines (default: inference at 1, training at the cfg's "
                           "batch/subdivisions)")
+    ops.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                     help="whose memory the table counts: the CPU engine's (default) or the CUDA engine's on a GPU "
+                          "(no GPU needed)")
     ops.add_argument("--format", choices=("table", "json", "yaml"), default="table")
     ops.set_defaults(run=cmd_ops)
 

@@ -199,6 +199,16 @@ class CudaOps:
 
     dtype = np.dtype(FLOAT)
     weights_on_device = True   # layer_params moves layer.weights to the device at their first use
+    # the layer table's memory lines (table.py): device memory of the CUDA engine
+    weight_cache_label = None
+    scratch_label = "im2col, weight-gradient partial sums, temporaries"
+    memory_note = ("GPU memory: arrays come from CuPy's pool (rounded to 512 bytes; freed blocks stay reserved for "
+                   "reuse, so a run reserves its peak); the CUDA context and libraries take a few hundred MiB more")
+
+    @staticmethod
+    def reserved_memory():
+        """[(what, bytes)] the engine holds whatever the network: cuBLAS's workspace."""
+        return [("cuBLAS workspace", CUBLAS_WORKSPACE_BYTES)]
 
     def __init__(self, device="cuda"):
         self.device = make_device(device) if isinstance(device, str) else device

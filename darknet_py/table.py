@@ -69,8 +69,9 @@ def memory_budget(net, batch=None):
     inference = {"batch": inference_batch, "activations_mib": outputs * inference_batch / MIB,
                  "scratch_mib": scratch_bytes(net, inference_batch, False) / MIB,
                  "weight_cache_mib": cache_bytes(net, inference_batch) / MIB}
+    reserved = {label: size / MIB for label, size in net.ops.reserved_memory()}   # held by the engine itself
     inference["total_mib"] = (weights / MIB + inference["weight_cache_mib"] + inference["activations_mib"] +
-                              inference["scratch_mib"])
+                              inference["scratch_mib"] + sum(reserved.values()))
     training = {
         "batch": train_batch,
         "activations_mib": outputs * train_batch / MIB,
@@ -79,8 +80,9 @@ def memory_budget(net, batch=None):
         "weight_gradients_mib": learnable / MIB,
         "scratch_mib": scratch_bytes(net, train_batch, True) / MIB,
     }
-    training["total_mib"] = weights / MIB + sum(v for k, v in training.items() if k != "batch")
-    return {"weights_mib": weights / MIB, "inference": inference, "training": training}
+    training["total_mib"] = weights / MIB + sum(v for k, v in training.items() if k != "batch") + sum(reserved.values())
+    return {"device": net.ops.name, "weights_mib": weights / MIB, "reserved_mib": reserved, "inference": inference,
+            "training": training}
 
 
 def table_dict(net, batch=None):
@@ -116,17 +118,22 @@ def format_table(net, batch=None):
     info = table_dict(net, batch)
     mem = info["memory"]
     inf, tr = mem["inference"], mem["training"]
+    ops = net.ops
+    cache = f" + {ops.weight_cache_label} {inf['weight_cache_mib']:.1f}" if ops.weight_cache_label else ""
+    reserved = "".join(f" + {label} {mib:.1f}" for label, mib in mem["reserved_mib"].items())
     lines += [
         f"Total BFLOPS {info['total_bflops']:5.3f} ",
         f"Total FMA {info['total_fma_g']:.3f} G (multiply-adds of convolutional and connected layers; "
         f"darknet's BFLOPS count each as 2)",
         f"Parameters {info['params']:,} (weights file {mem['weights_mib']:.2f} MiB)",
-        f"Memory, inference at batch {inf['batch']}: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
-        f"Winograd weights cache {inf['weight_cache_mib']:.1f} + outputs {inf['activations_mib']:.1f} + "
-        f"largest layer scratch (im2col/Winograd buffers, temporaries) {inf['scratch_mib']:.1f}",
+        f"Memory, inference at batch {inf['batch']}: {inf['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f}"
+        f"{cache} + outputs {inf['activations_mib']:.1f} + largest layer scratch ({ops.scratch_label}) "
+        f"{inf['scratch_mib']:.1f}{reserved}",
         f"Memory, training at batch {tr['batch']}: {tr['total_mib']:.1f} MiB = weights {mem['weights_mib']:.1f} + "
         f"weight gradients {tr['weight_gradients_mib']:.1f} + outputs {tr['activations_mib']:.1f} + "
         f"output gradients {tr['gradients_mib']:.1f} + BN/activation/dropout buffers {tr['buffers_mib']:.1f} + "
-        f"scratch {tr['scratch_mib']:.1f}",
+        f"scratch {tr['scratch_mib']:.1f}{reserved}",
     ]
+    if ops.memory_note:
+        lines.append(ops.memory_note)
     return "\n".join(lines)

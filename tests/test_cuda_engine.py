@@ -79,3 +79,26 @@ def test_load_with_the_emulated_device(tmp_path):
     path.write_text(CFG)
     net = darknet_py.load(path, quiet=True, device="cuda-emulated")
     assert net.ops.name == "cuda-emulated"
+
+
+def test_layer_table_counts_the_cuda_engines_memory(capsys, shared):
+    """`ops --device cuda`: the CUDA engine's plan (its im2col/partial-sum scratch, cuBLAS's workspace, no Winograd
+    cache), each memory line the sum of its terms; the JSON has the same figures."""
+    import json
+    import re
+    from darknet_py.cli import main
+    from darknet_py.cuda_backend import CUBLAS_WORKSPACE_BYTES
+    cfg = str(shared / "cfg" / "yolov4-tiny.cfg")
+    assert main(["ops", cfg, "--device", "cuda"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("Memory, ")]
+    assert len(lines) == 2 and "Winograd" not in out and "GPU memory: arrays come from CuPy's pool" in out
+    for line in lines:
+        total, terms = re.match(r"Memory, .*?: ([\d.]+) MiB = (.*)$", line).groups()
+        values = [float(v) for v in re.findall(r" ([\d.]+)(?: \+|$)", terms)]
+        assert "cuBLAS workspace 32.0" in terms and sum(values) == pytest.approx(float(total), abs=0.2)
+    assert main(["ops", cfg, "--device", "cuda", "--format", "json"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    assert memory["device"] == "cuda-emulated"
+    assert memory["reserved_mib"] == {"cuBLAS workspace": CUBLAS_WORKSPACE_BYTES / 2 ** 20}
+    assert memory["inference"]["weight_cache_mib"] == 0
