@@ -8,25 +8,13 @@ from darknet_py import DarknetError
 from darknet_py.backend import get_ops
 from darknet_py.weights import save_weights
 from engines import engine_pair, host, net_cfg
+from test_onnx_export import ForeignArray
 
 CFG = net_cfg(12, 10, 3, ("convolutional", {"filters": 4, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1,
                                              "activation": "leaky"}),
               ("maxpool", {"size": 2, "stride": 2}),
               ("convolutional", {"filters": 5, "size": 1, "activation": "linear"}),
               ("avgpool", {}), ("softmax", {}))
-
-
-class Producer:
-    """A foreign array that only speaks DLPack (as a torch or JAX tensor would)."""
-
-    def __init__(self, array):
-        self.array = array
-
-    def __dlpack__(self, **kwargs):
-        return self.array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self.array.__dlpack_device__()
 
 
 def test_outputs_stay_on_the_device_and_match_the_cpu(tmp_path, cuda_device):
@@ -41,8 +29,8 @@ def test_outputs_stay_on_the_device_and_match_the_cpu(tmp_path, cuda_device):
 def test_dlpack_in_and_out(tmp_path, cuda_device):
     cpu, gpu = engine_pair(tmp_path, CFG, cuda_device, batch=1)
     x = np.random.default_rng(1).uniform(size=(1, 3, 10, 12)).astype(np.float32)
-    out = gpu.forward(Producer(gpu.ops.asarray(x)))
-    back = gpu.ops.xp.from_dlpack(Producer(out))            # the output exported without a copy
+    out = gpu.forward(ForeignArray(gpu.ops.asarray(x)))
+    back = gpu.ops.xp.from_dlpack(ForeignArray(out))            # the output exported without a copy
     np.testing.assert_allclose(host(gpu.ops, back), cpu.forward(x), rtol=1e-5, atol=1e-7)
 
 

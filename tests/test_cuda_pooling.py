@@ -7,6 +7,7 @@ import pytest
 
 from darknet_py.backend import FLT_MAX, NumpyOps
 from engines import compare_engines, engine_pair, net_cfg
+from test_engine_layers import ref_reorg_cpu
 
 CPU = NumpyOps()
 
@@ -151,32 +152,12 @@ def test_upsample_and_downsample_kernels(cuda_ops, shape, stride, scale):
     np.testing.assert_allclose(np.sum(up * big, dtype=np.float64), np.sum(x * down, dtype=np.float64), rtol=1e-5)
 
 
-def darknet_reorg(x, w, h, c, batch, stride, forward):
-    """src/blas.c reorg_cpu, loop for loop."""
-    out = np.zeros(x.size, np.float32)
-    x = x.reshape(-1)
-    out_c = c // (stride * stride)
-    for b in range(batch):
-        for k in range(c):
-            for j in range(h):
-                for i in range(w):
-                    in_index = i + w * (j + h * (k + c * b))
-                    c2, offset = k % out_c, k // out_c
-                    w2, h2 = i * stride + offset % stride, j * stride + offset // stride
-                    out_index = w2 + w * stride * (h2 + h * stride * (c2 + out_c * b))
-                    if forward:
-                        out[out_index] = x[in_index]
-                    else:
-                        out[in_index] = x[out_index]
-    return out
-
-
 @pytest.mark.parametrize("c, h, w, stride", [(4, 3, 5, 2), (18, 2, 3, 3), (8, 1, 1, 2), (3, 4, 3, 1)], ids=str)
 @pytest.mark.parametrize("to_big", [True, False])
 def test_reorg_kernel_is_darknets_reorg_cpu(cuda_ops, c, h, w, stride, to_big):
     x = np.arange(2 * c * h * w, dtype=np.float32).reshape(2, -1)
     out = host(cuda_ops, cuda_ops.reorg(dev(cuda_ops, x), stride, c, h, w, to_big))
-    np.testing.assert_array_equal(out.reshape(-1), darknet_reorg(x, w, h, c, 2, stride, to_big))
+    np.testing.assert_array_equal(out.reshape(-1), ref_reorg_cpu(x, w, h, c, 2, stride, to_big))
     np.testing.assert_array_equal(out, CPU.reorg(x, stride, c, h, w, to_big))
 
 
