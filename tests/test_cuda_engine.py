@@ -90,3 +90,18 @@ def test_layer_table_counts_the_cuda_engines_memory(capsys, shared):
     assert memory["device"] == "cuda-emulated"
     assert memory["reserved_mib"] == {"cuBLAS workspace": CUBLAS_WORKSPACE_BYTES / 2 ** 20}
     assert memory["inference"]["weight_cache_mib"] == 0
+
+
+def test_detect_gives_the_cpu_engines_detections(cuda_device):
+    """The shipped demo detector on its sample image: darknet's post-processing reads the heads' outputs back from
+    the device and finds the same boxes."""
+    from conftest import REPO
+    weights, image = REPO / "weights" / "shapes-yolo-tiny.weights", REPO / "data" / "shapes" / "shapes_0001.jpg"
+    found = {}
+    for device in ("cpu", cuda_device):
+        net = darknet_py.load(REPO / "cfg" / "shapes-yolo-tiny.cfg", weights=weights, quiet=True, device=device)
+        found[device] = net.detect(image, names=["circle", "square", "triangle"])
+    assert len(found["cpu"]) == 4
+    for (name, prob, box), (want_name, want_prob, want_box) in zip(found[cuda_device], found["cpu"]):
+        assert name == want_name and prob == pytest.approx(want_prob, abs=1e-5)
+        np.testing.assert_allclose(box, want_box, atol=1e-3)
