@@ -172,8 +172,13 @@ void fiber_main(void* arg);
 void start_fiber(Worker& worker, Fiber& fiber, char* region) {
     fiber.stack = region;
     *reinterpret_cast<ThreadState*>(region + FIBER_STACK_BYTES - THREAD_STATE_BYTES) = fiber.registers;
-    make_context(fiber.context, region + worker.page, FIBER_STACK_BYTES - THREAD_STATE_BYTES - worker.page, fiber_main,
-                 &worker);
+    // Regions are FIBER_STACK_BYTES apart, so the same offset in every region falls in the same cache set: with
+    // hundreds of threads waiting at a barrier their stack tops would evict each other. Each region's stack starts
+    // a different number of cache lines below its top.
+    const size_t slot = size_t(region - worker.stacks) / FIBER_STACK_BYTES;
+    const size_t stagger = (slot % 61) * 64 + (slot / 61 % 16) * 4096;
+    make_context(fiber.context, region + worker.page,
+                 FIBER_STACK_BYTES - THREAD_STATE_BYTES - worker.page - stagger, fiber_main, &worker);
 }
 
 Worker& this_worker() {
