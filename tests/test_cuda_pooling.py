@@ -127,7 +127,9 @@ def test_local_avgpool_kernels(cuda_ops, h, w, size, sx, sy, padding):
     np.testing.assert_allclose(np.sum(dx * x.astype(np.float64)), np.nansum(dy * want), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (1, 2, 17, 19), (3, 5, 3, 5), (1, 1, 40, 33)], ids=str)
+# planes of up to 2048 values are summed by a warp each, longer ones by a block (csrc/cuda/reduce.cuh)
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (1, 2, 17, 19), (3, 5, 3, 5), (1, 1, 40, 33), (1, 2, 50, 45),
+                                   (4, 9, 2, 3)], ids=str)
 def test_avgpool_kernels(cuda_ops, shape):
     x = np.random.default_rng(sum(shape)).normal(1, 1, size=shape).astype(np.float32)
     out = host(cuda_ops, cuda_ops.avgpool(dev(cuda_ops, x)))

@@ -4,6 +4,7 @@
 
 #include "activations.cuh"
 #include "common.cuh"
+#include "reduce.cuh"
 
 namespace darknet_py {
 namespace cuda {
@@ -11,7 +12,6 @@ namespace cuda {
 namespace {
 
 constexpr int ITEMS = 8;                   // values of a chunk per thread
-constexpr unsigned FULL_WARP = 0xffffffffu;
 constexpr int WARP = 32;                   // warpSize, which host code cannot read
 constexpr int MAX_WARPS = BLOCK / WARP;    // warps of a reduction block
 
@@ -46,18 +46,6 @@ Chunking chunking(int64_t channels, int64_t count) {
     cut.chunks = (count + cut.chunk - 1) / cut.chunk;
     cut.block = cut.group * unsigned(std::min(int64_t(BLOCK / cut.group), channels * cut.chunks));
     return cut;
-}
-
-// Sums over the warp by a butterfly: every lane gets the same bits (each step adds the same two numbers).
-template <int N>
-__device__ __forceinline__ void warp_sums(float (&v)[N]) {
-    for (int offset = warpSize / 2; offset > 0; offset /= 2)
-        for (int j = 0; j < N; ++j) v[j] += __shfl_xor_sync(FULL_WARP, v[j], offset);
-}
-
-__device__ __forceinline__ double warp_sum(double v) {
-    for (int offset = warpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(FULL_WARP, v, offset);
-    return v;
 }
 
 // Sums of v over each group of `group` consecutive threads (a power of 2 from warpSize to blockDim.x, the same in

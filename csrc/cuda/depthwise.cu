@@ -6,6 +6,7 @@
 
 #include "activations.cuh"
 #include "common.cuh"
+#include "reduce.cuh"
 
 namespace darknet_py {
 namespace cuda {
@@ -20,6 +21,7 @@ constexpr size_t SHARED_LIMIT = 48 * 1024;   // without the opt-in for larger dy
 // them. 1 for depthwise; groups with more channels take MANY_PER_THREAD.
 constexpr int MANY_PER_THREAD = 4;
 constexpr int WGRAD_TAPS = 16;                 // taps one thread accumulates at once (registers); more: passes
+static_assert(WGRAD_TAPS == 16, "the wgrad reduction scatters the taps over the lanes: 2 lanes per tap");
 constexpr int64_t WGRAD_TARGET_BLOCKS = 1024;  // shares of the images: enough blocks to fill a GPU
 
 struct Tile {
@@ -52,11 +54,6 @@ __host__ __device__ inline int reach_extent(int threads, int stride, int size, i
 }
 
 __device__ __forceinline__ int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = WARP / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-    return v;
-}
 
 // tile[ty][tx] = plane[y0 + ty][x0 + tx], zero outside the plane (height x width): the block's threads together.
 __device__ void stage_tile(const float* plane, int64_t height, int64_t width, int64_t y0, int64_t x0, float* tile,
@@ -196,10 +193,10 @@ __global__ void grouped_wgrad_kernel(const float* x, const float* dy, float* par
                 if (tap < taps) acc[j] += g * input[window + tap / k * d * tile_w + tap % k * d];
             }
         }
-        for (int j = 0; j < WGRAD_TAPS && tap0 + j < taps; ++j) {   // the same taps in every thread
-            const float v = warp_sum(acc[j]);
-            if (thread % WARP == 0) warp_sums[thread / WARP * WGRAD_TAPS + j] = v;
-        }
+        // lane l gets the warp's total of tap tap0 + (l / 2) % 16 (taps past the last are zeros)
+        const unsigned lane = thread % WARP;
+        const float v = warp_sum_scatter<WGRAD_TAPS / 2>(acc, lane);
+        if (lane % 2 == 0) warp_sums[thread / WARP * WGRAD_TAPS + lane / 2] = v;
         __syncthreads();
         if (thread < WGRAD_TAPS && tap0 + thread < taps) {
             float total = 0.0f;

@@ -135,16 +135,12 @@ __global__ void local_avgpool_backward_kernel(const float* dy, float* dx, PoolWi
     }
 }
 
-// One block per plane (grid-stride over planes): each thread sums a strided part, then the block adds them up.
-__global__ void avgpool_kernel(const float* x, float* out, int64_t planes, int64_t spatial) {
-    for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
-        const float* in = x + p * spatial;
-        float sum = 0.0f;
-        for (int64_t i = threadIdx.x; i < spatial; i += blockDim.x) sum += in[i];
-        sum = block_sum(sum);
-        if (threadIdx.x == 0) out[p] = sum / static_cast<float>(spatial);
-    }
-}
+// The values of plane j of a (planes, spatial) array, for segment_sums_kernel.
+struct PlaneValues {
+    const float* x;
+    int64_t spatial;
+    __device__ float operator()(int64_t j, int64_t t) const { return x[j * spatial + t]; }
+};
 
 __global__ void avgpool_backward_kernel(const float* dy, float* dx, int64_t planes, int64_t spatial) {
     const int64_t n = planes * spatial;
@@ -195,7 +191,8 @@ void local_avgpool_backward(const float* dy, float* dx, const PoolWindows& g, cu
 
 void avgpool(const float* x, float* out, int64_t planes, int64_t spatial, cudaStream_t stream) {
     if (planes == 0) return;
-    launch("avgpool", avgpool_kernel, grid_for(planes, 1), REDUCE_BLOCK, 0, stream, x, out, planes, spatial);
+    launch("avgpool", segment_sums_kernel<PlaneValues>, segment_sums_grid(planes, spatial), REDUCE_BLOCK, 0, stream,
+           PlaneValues{x, spatial}, planes, spatial, static_cast<float>(spatial), out);
 }
 
 void avgpool_backward(const float* dy, float* dx, int64_t planes, int64_t spatial, cudaStream_t stream) {

@@ -33,19 +33,18 @@ __global__ void scale_add_channels_kernel(const float* src, int64_t src_channels
 }
 
 // One block per result (grid-stride over results).
-__global__ void dot_segments_kernel(const float* a, int64_t a_stride, const float* b, int64_t b_stride, float* out,
-                                    int64_t count, int64_t runs, int64_t length) {
-    for (int64_t j = blockIdx.x; j < count; j += gridDim.x) {
-        float sum = 0.0f;
-        for (int64_t r = 0; r < runs; ++r) {
-            const float* x = a + r * a_stride + j * length;
-            const float* y = b + r * b_stride + j * length;
-            for (int64_t t = threadIdx.x; t < length; t += blockDim.x) sum += x[t] * y[t];
-        }
-        sum = block_sum(sum);
-        if (threadIdx.x == 0) out[j] = sum;
+// The products of segment j over every run, for segment_sums_kernel: value t is a[r][j][s] * b[r][j][s] with
+// r = t / length, s = t % length (run r of a starts at r * a_stride).
+struct SegmentProducts {
+    const float* a;
+    int64_t a_stride;
+    const float* b;
+    int64_t b_stride, length;
+    __device__ float operator()(int64_t j, int64_t t) const {
+        const int64_t r = t / length, offset = j * length + t % length;
+        return a[r * a_stride + offset] * b[r * b_stride + offset];
     }
-}
+};
 
 __global__ void dot_channels_kernel(const float* a, const float* b, float* out, int64_t batch, int64_t channels,
                                     int64_t spatial) {
@@ -92,8 +91,8 @@ void scale_add_channels(const float* src, int64_t src_channels, float* dst, int6
 void dot_segments(const float* a, int64_t a_stride, const float* b, int64_t b_stride, float* out, int64_t count,
                   int64_t runs, int64_t length, cudaStream_t stream) {
     if (count == 0) return;
-    launch("dot_segments", dot_segments_kernel, grid_for(count, 1), REDUCE_BLOCK, 0, stream, a, a_stride, b, b_stride,
-           out, count, runs, length);
+    launch("dot_segments", segment_sums_kernel<SegmentProducts>, segment_sums_grid(count, runs * length), REDUCE_BLOCK,
+           0, stream, SegmentProducts{a, a_stride, b, b_stride, length}, count, runs * length, 1.0f, out);
 }
 
 void dot_channels(const float* a, const float* b, float* out, int64_t batch, int64_t channels, int64_t spatial,

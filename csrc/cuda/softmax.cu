@@ -1,21 +1,16 @@
 #include "softmax.h"
 
 #include "common.cuh"
+#include "reduce.cuh"
 
 namespace darknet_py {
 namespace cuda {
 
 namespace {
 
-constexpr unsigned FULL_WARP = 0xffffffffu;
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int lanes = 16; lanes > 0; lanes /= 2) v = fmaxf(v, __shfl_xor_sync(FULL_WARP, v, lanes));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int lanes = 16; lanes > 0; lanes /= 2) v += __shfl_xor_sync(FULL_WARP, v, lanes);
     return v;
 }
 
