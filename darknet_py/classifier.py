@@ -34,8 +34,10 @@ import numpy as np
 
 from .detection import HEAD_KINDS
 from .errors import DarknetError
+from .distributed import DEFAULT_TIMEOUT, Discard, world
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, build_network, cfg_base, header,
-                      network_to_train, print_skipped, gpus_device, check_memory_and_print_table)
+                      network_to_train, print_skipped, run_train, check_memory_and_print_table, start_ranks,
+                      stream_shard)
 from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
@@ -79,27 +81,29 @@ def class_probabilities(net, x):
     return net.ops.to_numpy(head.output).reshape(len(x), -1)
 
 
-def evaluate(net, data, paths, topk, progress=None):
+def evaluate(net, data, paths, topk, progress=None, ranks=None):
     """(top-1, top-k) accuracy of `net` on image `paths`, classes from the paths and data.labels.
-    `progress(i, top1_so_far, topk_so_far)` is called after each image."""
+    `progress(i, top1_so_far, topk_so_far)` is called after each image of this process. With `ranks` (a
+    data-parallel run), each rank runs its part of the list and the hits are summed."""
     from .data import class_indices, classify_input
     if not paths:
         raise DarknetError(f"{data.path}: the valid list {data.valid} has no images")
-    classes = class_indices(paths, data.labels, source=str(data.valid))
+    mine = paths if ranks is None else ranks.part(paths)
+    classes = class_indices(mine, data.labels, source=str(data.valid))
     topk = max(1, min(topk, data.classes))
-    hits1 = hitsk = 0
-    done = 0
-    for start in range(0, len(paths), VALID_CHUNK):
-        chunk = paths[start:start + VALID_CHUNK]
+    hits = np.zeros(2)
+    for start in range(0, len(mine), VALID_CHUNK):
+        chunk = mine[start:start + VALID_CHUNK]
         x = np.concatenate([classify_input(p, net.options) for p in chunk])
         best = _top_k(class_probabilities(net, x), topk)
-        for truth, row in zip(classes[start:start + VALID_CHUNK], best):
-            hits1 += int(row[0] == truth)
-            hitsk += int(truth in row)
-            done += 1
+        for i, (truth, row) in enumerate(zip(classes[start:start + VALID_CHUNK], best)):
+            hits += (row[0] == truth, truth in row)
             if progress is not None:
-                progress(done - 1, hits1 / done, hitsk / done)
-    return hits1 / done, hitsk / done
+                done = start + i + 1
+                progress(done - 1, hits[0] / done, hits[1] / done)
+    if ranks is not None:
+        hits = ranks.sum(hits, "the top-k hits")
+    return hits[0] / len(paths), hits[1] / len(paths)
 
 
 def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
@@ -150,41 +154,54 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None, qui
 # -- train --------------------------------------------------------------------------------------------
 def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=False, chart="chart.png",
                      device="cpu", batch=None, subdivisions=None, max_batches=None, save_every=None,
-                     last_every=None, topk_every=None, threads=2, seed=None, progress=True, out=None, quiet=True):
+                     last_every=None, topk_every=None, threads=2, seed=None, progress=True, out=None, quiet=True,
+                     rank_timeout=DEFAULT_TIMEOUT):
     """Darknet's train_classifier. batch/subdivisions/max_batches override the cfg's (batch is the
     mini-batch); topk_every overrides darknet's top-k period. Returns a dict: iteration, seen, loss, avg_loss,
-    rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights)."""
+    rate, topk (list of (iteration, top-1, top-k)), final (path of the _final weights).
+    Started by an MPI launcher, each process is a rank of one data-parallel run (distributed.py): rank 0 reads
+    WEIGHTS, prints, writes the chart and the backups; the top-k checks split the valid list among the ranks."""
+    ranks = world(rank_timeout)
+    with ranks.together():
+        return _train_classifier(ranks, data_path, cfg_path, weights, clear, calc_topk, chart, device, batch,
+                                 subdivisions, max_batches, save_every, last_every, topk_every, threads, seed,
+                                 progress, out, quiet)
+
+
+def _train_classifier(ranks, data_path, cfg_path, weights, clear, calc_topk, chart, device, batch, subdivisions,
+                      max_batches, save_every, last_every, topk_every, threads, seed, progress, out, quiet):
     from .data import ClassifierBatches, read_list
     from .datafile import read_data_file
 
-    out = out or sys.stdout
-    data = read_data_file(data_path)
-    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
-    _check_classes(net, data)
-    o = net.options
-    if seed is not None:
-        _seed_layers(net, seed)
-    backups = Backups(data.backup, cfg_path)
-    if save_every is None:
-        save_every = data.get_int("saveweights", SAVE_EVERY, minimum=1)
-    if last_every is None:
-        last_every = data.get_int("savelast", LAST_EVERY, minimum=1)
-    paths = read_list(data.train)
-    valid_paths = read_list(data.valid) if calc_topk else []
-    topk = min(data.get_int("top", 5, minimum=1), data.classes)
-    topk_name = f"top{topk}"
-    chart = Chart(chart, o.max_batches, topk_name)
-    check_memory_and_print_table(net, quiet, o.mini_batch, train=True)
+    root = ranks.rank == 0
+    out = (out or sys.stdout) if root else Discard()
+    with ranks.all_succeed("reading the inputs"):
+        data = read_data_file(data_path)
+        net = network_to_train(cfg_path, weights if root else None, batch, subdivisions, device, max_batches, clear)
+        _check_classes(net, data)
+        o = net.options
+        backups = Backups(data.backup, cfg_path) if root else None
+        if save_every is None:
+            save_every = data.get_int("saveweights", SAVE_EVERY, minimum=1)
+        if last_every is None:
+            last_every = data.get_int("savelast", LAST_EVERY, minimum=1)
+        paths = read_list(data.train)
+        valid_paths = read_list(data.valid) if calc_topk else []
+        topk = min(data.get_int("top", 5, minimum=1), data.classes)
+        topk_name = f"top{topk}"
+        chart = Chart(chart if root else None, o.max_batches, topk_name)
+        check_memory_and_print_table(net, quiet or not root, o.mini_batch, train=True)
+    sync, seed = start_ranks(net, ranks, seed)
     print(f"{header(cfg_base(cfg_path), o)}\n{len(paths)} training images", file=out)
 
     iteration = current_iteration(net)
     iter_save = iter_save_last = iter_topk = iteration
     topk_results = []
     per_iteration = images_per_iteration(net)
-    loop = TrainLoop(net, chart, out, sys.stderr, progress)
+    loop = TrainLoop(net, chart, out, sys.stderr, progress and root, sync, seed)
     try:
-        with ClassifierBatches(paths, data.labels, o, o.mini_batch, augment=True, threads=threads,
-                               seed=seed) as loader:
+        with ClassifierBatches(paths, data.labels, o, o.mini_batch, augment=True, threads=threads, seed=seed,
+                               shard=stream_shard(net, ranks)) as loader:
             while iteration < o.max_batches:
                 loss = loop.step(net, loader)
                 iteration = loop.iteration
@@ -198,41 +215,38 @@ def train_classifier(data_path, cfg_path, weights=None, clear=False, calc_topk=F
                         due = iter_topk + topk_every
                     if iteration >= due or iteration == o.max_batches:
                         iter_topk = iteration
-                        top1, topn = evaluate(net, data, valid_paths, topk)
+                        top1, topn = evaluate(net, data, valid_paths, topk, ranks=ranks)
                         topk_results.append((iteration, top1, topn))
                         chart.add_accuracy(iteration, topn)
                         loop.write(f"\n accuracy top1 = {top1:f}, {topk_name} = {topn:f} \n")
                         chart.save()
                 if iteration >= iter_save + save_every:
                     iter_save = iteration
-                    backups.save(net, iteration)
+                    if root:
+                        backups.save(net, iteration)
                 if iteration >= iter_save_last + last_every:
                     iter_save_last = iteration
-                    backups.save(net, "last")
+                    if root:
+                        backups.save(net, "last")
                     chart.save()
-            skipped = (loader.skipped, len(loader.reported))
+            skipped = ranks.sum([loader.skipped, len(loader.reported)], "the counts of unreadable images")
     finally:
         loop.close()
-    final = backups.save(net, "final")
+    final = backups.save(net, "final") if root else None
     chart.save()
-    print_skipped(*skipped, out)
+    print_skipped(*skipped.astype(int), out)
     print(f"Saved {final}", file=out)
     return {"iteration": iteration, "seen": net.seen, "loss": loop.loss, "avg_loss": loop.avg_loss,
-            "rate": network_rate(net), "topk": topk_results, "final": str(final), "skipped": skipped[1], "net": net}
-
-
-def _seed_layers(net, seed):
-    """Reproducible dropout masks (layers with a settable `rng`)."""
-    for layer in net.layers:
-        if hasattr(layer, "rng"):
-            layer.rng = np.random.default_rng([seed, layer.index])
+            "rate": network_rate(net), "topk": topk_results, "final": str(final), "skipped": int(skipped[1]),
+            "net": net}
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
 def cmd_train(args):
-    train_classifier(args.data, args.cfg, args.weights, clear=args.clear, calc_topk=args.topk, chart=args.chart,
-                     device=gpus_device(args), batch=args.batch, subdivisions=args.subdivisions,
-                     max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show, quiet=False)
+    return run_train(args, lambda device: train_classifier(
+        args.data, args.cfg, args.weights, clear=args.clear, calc_topk=args.topk, chart=args.chart, device=device,
+        batch=args.batch, subdivisions=args.subdivisions, max_batches=args.max_batches, threads=args.threads,
+        seed=args.seed, progress=not args.dont_show, quiet=False, rank_timeout=args.rank_timeout))
 
 
 def cmd_valid(args):

@@ -7,7 +7,7 @@ import math
 import sys
 import warnings
 
-from .errors import DarknetError
+from .errors import DarknetError, RanksStopped
 
 
 # Modules that add their own verbs: each defines register_cli(subparsers), adding parsers whose defaults set
@@ -148,9 +148,14 @@ def main(argv=None):
             args = build_parser().parse_args(argv)
         except SystemExit as e:   # --help, --version
             return e.code
+        args.argv = argv          # the command again, for the ranks a train verb starts (distributed.launch)
         from .memory import check_disabled
         with check_disabled() if args.no_memory_check else contextlib.nullcontext():
-            args.run(args)
+            return args.run(args) or 0
+    except RanksStopped as e:     # a data-parallel run stopped: one rank prints why
+        if e.line:
+            print(f"error: {e.line}", file=sys.stderr)
+        return e.status
     except DarknetError as e:
         if debug:
             raise
@@ -161,4 +166,3 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
-    return 0

@@ -7,8 +7,10 @@ labels from paths, augmentation, and a background worker pool that keeps the nex
   containing no label or several is an error naming it (darknet prints "Too many or too few labels" and
   trains on an empty or multi-hot truth). [softmax] tree= hierarchies are not supported.
 - classify_input: the image darknet's `classifier predict`/`valid` feed the network.
-- ClassifierBatches: random images (with replacement, as darknet's get_random_paths), augmented as darknet's
-  load_image_augment_paths + mixup/cutmix/mosaic + blur, in worker processes or threads.
+- ImageOrder / Shard: the run's image stream (every image once per epoch, in an order drawn from the seed and
+  the epoch) and the part of it one process of a data-parallel run reads.
+- ClassifierBatches: mini-batches of that stream, augmented as darknet's load_image_augment_paths +
+  mixup/cutmix/mosaic + blur, in worker processes or threads.
 """
 import collections
 import concurrent.futures
@@ -29,7 +31,7 @@ from .imageops import (center_crop_input, distort_image, flip_image, gaussian_bl
                        rotate_crop_image)
 
 __all__ = ["read_list", "class_indices", "truth_matrix", "load_image", "classify_input", "Augmentation",
-           "random_crop_params", "augment_image", "ClassifierBatches"]
+           "random_crop_params", "augment_image", "ImageOrder", "Shard", "ClassifierBatches"]
 
 
 # -- lists and labels -------------------------------------------------------------------------------------
@@ -178,29 +180,84 @@ def augment_image(im, aug, rng):
     return resize_image(crop, aug.width, aug.height)
 
 
+# -- the run's image stream ------------------------------------------------------------------------------
+class ImageOrder:
+    """Which list entry is image g of a training run: epoch e = images e*n .. e*n + n - 1 (n entries) is a
+    permutation of the list drawn from (seed, e), so every image comes once per epoch and any process can say
+    which image is g without the others. Darknet draws with replacement (get_random_paths); a fixed order
+    per epoch is what lets the ranks of a data-parallel run split the list (Shard) and a resumed run continue
+    where it stopped."""
+
+    def __init__(self, count, seed):
+        self.count, self.seed = count, seed
+        self._epoch = (-1, None)     # (epoch, its permutation): the last one asked for
+
+    def index(self, g):
+        epoch, position = divmod(g, self.count)
+        cached = self._epoch
+        if cached[0] != epoch:       # worker threads may both compute it: the same permutation
+            cached = (epoch, np.random.default_rng([self.seed, _EPOCH_STREAM, epoch]).permutation(self.count))
+            self._epoch = cached
+        return int(cached[1][position])
+
+
+# streams of random numbers drawn from the run's seed, kept apart by a tag
+_EPOCH_STREAM, _IMAGE_STREAM, _BATCH_STREAM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The mini-batches of the run's image stream (mini-batch k = images k*B .. k*B + B - 1) one process reads.
+    Each of `ranks` processes runs `subdivisions` mini-batches per iteration; iteration i reads global
+    mini-batches from first + i*ranks*subdivisions on, rank r the r-th block of `subdivisions` of them: the
+    ones one process at ranks*subdivisions mini-batches per iteration reads in that iteration, in its order.
+    `first` (a multiple of ranks*subdivisions) is where the run starts: a resumed run continues the stream."""
+    first: int = 0
+    rank: int = 0
+    ranks: int = 1
+    subdivisions: int = 1
+
+    def batch(self, n):
+        """The global mini-batch of this process's n-th."""
+        iteration, j = divmod(n, self.subdivisions)
+        return self.first + (iteration * self.ranks + self.rank) * self.subdivisions + j
+
+
 # -- batches ----------------------------------------------------------------------------------------------
-def readable_draws(source, rng, skipped, load):
-    """[(index, load(path, rng))] for `source.batch_size` random entries of `source.paths` (with replacement,
-    as darknet's get_random_paths). A path `load` cannot read (DarknetError) is recorded in `source.bad`,
-    appended to `skipped` with its reason and replaced by another draw; it is skipped (and counted again) when
-    drawn later. A list in which no image can be read is an error."""
-    drawn = []
-    while len(drawn) < source.batch_size:
+def readable_image(source, index, rng_of, skipped, load):
+    """(index, load(path, rng)) of list entry `index` of `source.paths`, rng = rng_of(0). A path `load` cannot
+    read (DarknetError) is recorded in `source.bad`, appended to `skipped` with its reason and replaced by a
+    random entry drawn from rng_of(attempt), loaded with that generator; a known bad path is skipped (and
+    counted again) when met later. What comes back depends on the generators and the files alone, not on
+    which worker loads it. A list in which no image can be read is an error."""
+    attempt = 0
+    while True:
         if len(source.bad) >= source.distinct:
             reason = list(source.bad.values())[0]   # a copy: other threads may add to it
             raise DarknetDataError(f"none of the {source.distinct} images in the list could be read; first: "
                                    f"{reason}")
-        index = int(rng.integers(len(source.paths)))
+        rng = rng_of(attempt)
         path = source.paths[index]
         if path in source.bad:   # counted again: `skipped` counts replaced draws, the same for any workers
             skipped.append((path, source.bad[path]))
-            continue
-        try:
-            drawn.append((index, load(path, rng)))
-        except DarknetError as e:
-            source.bad[path] = str(e)
-            skipped.append((path, str(e)))
-    return drawn
+        else:
+            try:
+                return index, load(path, rng)
+            except DarknetError as e:
+                source.bad[path] = str(e)
+                skipped.append((path, str(e)))
+        attempt += 1
+        index = int(rng_of(attempt).integers(len(source.paths)))
+
+
+def stream_images(source, k, skipped, load):
+    """[(index, load(path, rng))] for mini-batch k of the run's image stream (source.order): images
+    k*B .. k*B + B - 1 (B = source.batch_size), image g loaded with the generator of (seed, g)."""
+    first = k * source.batch_size
+    return [readable_image(source, source.order.index(g),
+                           lambda attempt, g=g: np.random.default_rng([source.seed, _IMAGE_STREAM, g, attempt]),
+                           skipped, load)
+            for g in range(first, first + source.batch_size)]
 
 
 class _BatchSource:
@@ -211,6 +268,7 @@ class _BatchSource:
         self.aug, self.batch_size, self.augment, self.seed = aug, batch_size, augment, seed
         self.bad = {}   # path -> reason, for the images this worker failed to read
         self.distinct = len(set(paths))
+        self.order = ImageOrder(len(paths), seed)
 
     def image(self, path, rng):
         im = load_image(path, self.aug.channels)
@@ -218,20 +276,28 @@ class _BatchSource:
             return augment_image(im, self.aug, rng)
         return center_crop_input(im, self.aug.width, self.aug.height)
 
-    def draw(self, rng, skipped):
-        """batch_size random images and their class indices; unreadable ones are replaced by other draws."""
-        drawn = readable_draws(self, rng, skipped, self.image)
+    def stack(self, drawn):
+        """The images and their truth rows."""
         indices = [index for index, _ in drawn]
         return (np.stack([image for _, image in drawn]),
                 truth_matrix(self.classes_of[indices], self.classes, self.aug.label_smooth_eps))
 
+    def partners(self, rng, k, m, skipped):
+        """The m-th set of random images (with replacement, as darknet's) mixed into mini-batch k."""
+        return self.stack([readable_image(self, int(rng.integers(len(self.paths))),
+                                          lambda attempt, i=i: np.random.default_rng(
+                                              [self.seed, _BATCH_STREAM, k, m, i, attempt]), skipped, self.image)
+                           for i in range(self.batch_size)])
+
     def batch(self, k):
-        rng = np.random.default_rng([self.seed, k])
+        """Mini-batch k of the run's image stream; mixup and blur are decided per mini-batch (as darknet)
+        from the generator of (seed, k)."""
         skipped = []
-        x, truth = self.draw(rng, skipped)
+        x, truth = self.stack(stream_images(self, k, skipped, self.image))
+        rng = np.random.default_rng([self.seed, _BATCH_STREAM, k])
         mixup = self.aug.mixup if self.augment else 0
         if mixup and rng.integers(2):
-            others = [self.draw(rng, skipped) for _ in range(3 if mixup >= 3 else 1)]
+            others = [self.partners(rng, k, m, skipped) for m in range(3 if mixup >= 3 else 1)]
             for i in range(len(x)):
                 kind = _rand_int(rng, 2, 3) if mixup == 4 else mixup
                 _mix(x, truth, i, kind, others, rng)
@@ -297,27 +363,31 @@ def _worker_batch(k):
 
 
 class ClassifierBatches:
-    """Training batches prepared in the background.
+    """Training batches prepared in the background: the mini-batches of the run's image stream (ImageOrder)
+    that `shard` names (default: all, from the first).
 
         with ClassifierBatches(paths, labels, net.options, batch_size, augment=True, seed=1) as batches:
             x, truth = batches.next()     # x: float32 (B, C, H, W) RGB in [0, 1]; truth: float32 (B, classes)
+            batches.index                 # the global mini-batch x is (Shard.batch)
 
     `labels` are the .data labels (each path must contain exactly one; checked here, before any work).
     `threads` workers build whole batches ahead of use (up to 2 per worker). `workers` is "thread" (default;
     Pillow and NumPy release the GIL for the heavy parts, and on 2 cores the engine never waited in
     benchmarks/data_pipeline.py) or "process" (forked workers, no shared GIL; for heavy Python-side loading).
-    Batch k depends only on (seed, k), so results are the same for any number or kind of workers.
+    Mini-batch k depends only on (seed, k, batch_size), so results are the same for any number or kind of
+    workers, and for any split of the stream among processes.
     An unreadable image is reported once on stderr, replaced by another random one and counted in `skipped`;
     only a list in which no image can be read is an error. `wait_seconds`: how long the last next() waited."""
 
     _start_method = _START_METHOD   # of worker processes
 
-    def __init__(self, paths, labels, options, batch_size, augment, threads=2, seed=None, workers="thread"):
+    def __init__(self, paths, labels, options, batch_size, augment, threads=2, seed=None, workers="thread",
+                 shard=Shard()):
         paths = list(paths)
         seed = self._check(paths, batch_size, workers, seed)
         aug = Augmentation.from_options(options)
         self._start(_BatchSource(paths, class_indices(paths, labels), len(labels), aug, batch_size, augment, seed),
-                    threads, workers)
+                    threads, workers, shard)
 
     @staticmethod
     def _check(paths, batch_size, workers, seed):
@@ -330,13 +400,15 @@ class ClassifierBatches:
             raise ValueError(f"workers must be 'process' or 'thread'; got {workers!r}")
         return np.random.SeedSequence().entropy if seed is None else seed
 
-    def _start(self, source, threads, workers):
-        """Starts `threads` workers building batches of `source` (its batch(k)), 2 per worker ahead of use."""
-        self._source = source
+    def _start(self, source, threads, workers, shard):
+        """Starts `threads` workers building the batches of `source` (its batch(k)) that `shard` names, 2 per
+        worker ahead of use."""
+        self._source, self._shard = source, shard
         self.wait_seconds = 0.0
         self.skipped = 0
         self.reported = set()
-        self._next_k = 0
+        self.index = None
+        self._next_n = 0
         self._pending = collections.deque()
         threads = max(1, int(threads))
         if workers == "process":
@@ -349,12 +421,12 @@ class ClassifierBatches:
         self._fill()
 
     def _submit(self):
-        k = self._next_k
-        self._next_k += 1
+        k = self._shard.batch(self._next_n)
+        self._next_n += 1
         if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor):
-            self._pending.append(self._pool.submit(_worker_batch, k))
+            self._pending.append((k, self._pool.submit(_worker_batch, k)))
         else:
-            self._pending.append(self._pool.submit(self._source.batch, k))
+            self._pending.append((k, self._pool.submit(self._source.batch, k)))
 
     def _fill(self):
         while len(self._pending) < self._depth:
@@ -364,7 +436,7 @@ class ClassifierBatches:
         """The next batch: (x, truth)."""
         if not self._pending:
             raise DarknetDataError("ClassifierBatches is closed")
-        future = self._pending.popleft()
+        k, future = self._pending.popleft()
         self._fill()
         start = time.perf_counter()
         try:
@@ -373,6 +445,7 @@ class ClassifierBatches:
             self.close()
             raise
         self.wait_seconds = time.perf_counter() - start
+        self.index = k
         for path, reason in skipped:
             self.skipped += 1
             if path not in self.reported:
@@ -387,7 +460,7 @@ class ClassifierBatches:
 
     def close(self):
         """Stop the workers; pending batches are dropped."""
-        for future in self._pending:
+        for _, future in self._pending:
             future.cancel()
         self._pending.clear()
         if self._source is not None:

@@ -446,6 +446,17 @@ class MapStats:
                         self.fp[cls] += 1
         self.unique_truth += len(truth_ids)
 
+    def extend(self, other):
+        """Add the images of `other` (statistics of the images after this one's, with the same settings): the
+        statistics of both image lists, one after the other."""
+        self.records += [(prob, cls, t + self.unique_truth if t > -1 else -1) for prob, cls, t in other.records]
+        self.truth_per_class += other.truth_per_class
+        self.unique_truth += other.unique_truth
+        self.iou_sum += other.iou_sum
+        self.iou_sum_per_class += other.iou_sum_per_class
+        self.tp += other.tp
+        self.fp += other.fp
+
     def result(self, points=0):
         """Per-class AP by darknet's ranking (stable descending confidence), mAP and the thresh statistics."""
         # one class's points are those of darknet's all-class ranking at its own ranks: the ranks in between

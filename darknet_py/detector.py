@@ -264,18 +264,20 @@ def test_detector(data_path, cfg, weights, image=None, thresh=0.25, hier_thresh=
 
 # -- detector map -----------------------------------------------------------------------------------
 def validate_map(net, paths, classes=None, thresh=0.25, iou_thresh=0.5, points=0, letter_box=None,
-                 difficult_paths=None, progress=None):
+                 difficult_paths=None, progress=None, ranks=None):
     """Darknet's validate_detector_map on an image list with YOLO labels (detection.label_path): returns a
     detection.MapResult (.map in 0..1, .aps per class, .precision, .recall, .f1, .tp, .fp, .fn, .average_iou,
     ...). `thresh` is the confidence for the precision/recall/IoU statistics, `iou_thresh` the matching IoU;
-    `letter_box` defaults to the cfg's; progress(i) is called after each image."""
+    `letter_box` defaults to the cfg's; progress(i) is called after each image. With `ranks` (a data-parallel
+    run), each rank runs its part of the list and the statistics are joined in list order."""
     from .data import load_image
     check_detector(net)
     check_points(points)   # before the images, not after them in average_precision
     classes = nms_layer(net).classes if classes is None else classes
     letter_box = bool(net.options.letter_box) if letter_box is None else letter_box
     stats = MapStats(classes, thresh, iou_thresh)
-    for i, path in enumerate(paths):
+    for i in range(len(paths)) if ranks is None else ranks.part(range(len(paths))):
+        path = paths[i]
         array = load_image(path, net.channels)
         dets, _ = detect_image(net, array, MAP_THRESH, NMS_DEFAULT_IOU, 0.0, letter_box)
         truth_ids, truth_boxes = read_truth(label_path(path), classes)
@@ -286,6 +288,11 @@ def validate_map(net, paths, classes=None, thresh=0.25, iou_thresh=0.5, points=0
         stats.add(dets, truth_ids, truth_boxes, hard_ids, hard_boxes)
         if progress:
             progress(i + 1)
+    if ranks is not None:
+        parts = ranks.allgather(stats, "the mAP statistics")
+        stats = parts[0]
+        for part in parts[1:]:
+            stats.extend(part)
     return stats.result(points)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import ClassifierBatches, _rand_scale, readable_draws
+from .data import ClassifierBatches, ImageOrder, Shard, _rand_scale, stream_images
 from .detection import label_path, last_head, read_truth
 from .errors import DarknetError
 from .imageops import distort_image, flip_image, load_image
@@ -195,12 +195,13 @@ def read_labels(image_path):
 
 # -- batches ------------------------------------------------------------------------------------------------
 class _DetectionSource:
-    """Builds batch k from (seed, k) alone, in a worker process or thread."""
+    """Builds mini-batch k of the run's image stream from (seed, k) alone, in a worker process or thread."""
 
     def __init__(self, paths, aug, batch_size, seed):
         self.paths, self.aug, self.batch_size, self.seed = paths, aug, batch_size, seed
         self.bad = {}
         self.distinct = len(set(paths))
+        self.order = ImageOrder(len(paths), seed)
 
     def sample(self, path, rng):
         im = load_image(path, self.aug.channels)
@@ -208,9 +209,8 @@ class _DetectionSource:
         return augment_detection(im, ids, boxes, self.aug, rng)
 
     def batch(self, k):
-        rng = np.random.default_rng([self.seed, k])
         skipped = []
-        samples = [sample for _, sample in readable_draws(self, rng, skipped, self.sample)]
+        samples = [sample for _, sample in stream_images(self, k, skipped, self.sample)]
         return np.stack([x for x, _ in samples]), np.stack([truth for _, truth in samples]), skipped
 
 
@@ -220,14 +220,14 @@ class DetectionBatches(ClassifierBatches):
         with DetectionBatches(paths, DetectionAugmentation.from_network(net), net.batch, seed=1) as batches:
             x, truth = batches.next()   # x (B, C, H, W) float32 in [0, 1]; truth (B, max_boxes, 5)
 
-    Random images with replacement (darknet's get_random_paths); unreadable images are reported once by
-    path, replaced and counted in `skipped`."""
+    The mini-batches of the run's image stream (data.ImageOrder) that `shard` names; unreadable images are
+    reported once by path, replaced and counted in `skipped`."""
 
     # forkserver rather than fork: the trainer starts loaders while its engine threads run (again at every
     # multi-scale resize), and a child forked from a threaded process can inherit a held lock
     _start_method = "forkserver"
 
-    def __init__(self, paths, aug, batch_size, threads=2, seed=None, workers="process"):
+    def __init__(self, paths, aug, batch_size, threads=2, seed=None, workers="process", shard=Shard()):
         paths = list(paths)
         seed = self._check(paths, batch_size, workers, seed)
-        self._start(_DetectionSource(paths, aug, batch_size, seed), threads, workers)
+        self._start(_DetectionSource(paths, aug, batch_size, seed), threads, workers, shard)

@@ -24,9 +24,10 @@ import sys
 
 import numpy as np
 
+from .distributed import DEFAULT_TIMEOUT, Discard, world
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, cfg_base, header, network_to_train,
-                      print_skipped, gpus_device, check_memory_and_print_table)
+                      print_skipped, run_train, check_memory_and_print_table, start_ranks, stream_shard)
 from .training import current_iteration, images_per_iteration, network_rate
 
 MAP_EPOCHS = 4          # darknet's default -mAP_epochs
@@ -67,53 +68,69 @@ def resized_network(net, width, height, batch=None):
         mine.weights, mine.grads = theirs.weights, theirs.grads
     other.ops = net.ops
     other.optimizer_state = net.optimizer_state
-    other.seen, other.version = net.seen, net.version
+    other.seen, other.version, other.ranks = net.seen, net.version, net.ranks
     return other
 
 
 def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=False, chart="chart.png",
                    device="cpu", batch=None, subdivisions=None, max_batches=None, threads=2, seed=None,
-                   progress=True, out=None, err=None, workers="process", quiet=True):
+                   progress=True, out=None, err=None, workers="process", quiet=True, rank_timeout=DEFAULT_TIMEOUT):
     """Darknet's train_detector. batch/subdivisions/max_batches override the cfg's (batch is the mini-batch).
-    Returns a dict: iteration, seen, loss, avg_loss, maps (list of (iteration, mAP)), best_map, final (path)."""
+    Returns a dict: iteration, seen, loss, avg_loss, maps (list of (iteration, mAP)), best_map, final (path).
+    Started by an MPI launcher, each process is a rank of one data-parallel run (distributed.py): rank 0 reads
+    WEIGHTS, prints, writes the chart and the backups; -map splits the valid list among the ranks."""
+    ranks = world(rank_timeout)
+    with ranks.together():
+        return _train_detector(ranks, data_path, cfg_path, weights, clear, calc_map, chart, device, batch,
+                               subdivisions, max_batches, threads, seed, progress, out, err, workers, quiet)
+
+
+def _train_detector(ranks, data_path, cfg_path, weights, clear, calc_map, chart, device, batch, subdivisions,
+                    max_batches, threads, seed, progress, out, err, workers, quiet):
     from .data import read_list
     from .datafile import read_data_file
     from .detector import validate_map
     from .detector_data import DetectionAugmentation, DetectionBatches, last_detection_layer
 
-    out, err = out or sys.stdout, err or sys.stderr
-    data = read_data_file(data_path)
-    net = network_to_train(cfg_path, weights, batch, subdivisions, device, max_batches, clear)
-    head = last_detection_layer(net)
-    if data.classes != head.classes:
-        raise DarknetError(f"{data.where('classes')}: classes={data.classes}, but the detection layers of "
-                           f"{cfg_path} have classes={head.classes}")
-    o = net.options
-    if o.mini_batch * o.subdivisions == 1 and batch is None:
-        raise DarknetError(f"{cfg_path}: batch=1: darknet refuses to train with one image per iteration "
-                           f"(set e.g. batch=64 subdivisions=16)")
-    for key in ("badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "equidistant_point"):
-        if getattr(o, key):
-            raise DarknetError(f"{cfg_path}: [net] {key}: not supported by detector training yet; remove it")
-    backups = Backups(data.backup, cfg_path)
-    save_every = data.get_int("saveweights", 1000 if o.max_batches < 10000 else 10000, minimum=1)
-    last_every = data.get_int("savelast", 100, minimum=1)
-    paths = read_list(data.train)
-    valid_paths = read_list(data.valid) if calc_map else []
+    root = ranks.rank == 0
+    out, err = (out or sys.stdout, err or sys.stderr) if root else (Discard(), Discard())
+    with ranks.all_succeed("reading the inputs"):
+        data = read_data_file(data_path)
+        net = network_to_train(cfg_path, weights if root else None, batch, subdivisions, device, max_batches, clear)
+        head = last_detection_layer(net)
+        if data.classes != head.classes:
+            raise DarknetError(f"{data.where('classes')}: classes={data.classes}, but the detection layers of "
+                               f"{cfg_path} have classes={head.classes}")
+        o = net.options
+        if o.mini_batch * o.subdivisions == 1 and batch is None:
+            raise DarknetError(f"{cfg_path}: batch=1: darknet refuses to train with one image per iteration "
+                               f"(set e.g. batch=64 subdivisions=16)")
+        for key in ("badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "equidistant_point"):
+            if getattr(o, key):
+                raise DarknetError(f"{cfg_path}: [net] {key}: not supported by detector training yet; remove it")
+        backups = Backups(data.backup, cfg_path) if root else None
+        save_every = data.get_int("saveweights", 1000 if o.max_batches < 10000 else 10000, minimum=1)
+        last_every = data.get_int("savelast", 100, minimum=1)
+        paths = read_list(data.train)
+        valid_paths = read_list(data.valid) if calc_map else []
+        chart = Chart(chart if root else None, o.max_batches, "mAP@0.5")
+        check_memory_and_print_table(net, quiet or not root, o.mini_batch, train=True)
+    sync, seed = start_ranks(net, ranks, seed)
     map_net = resized_network(net, o.width, o.height, batch=1) if calc_map else None
     init_w, init_h = o.width, o.height
-    rng = np.random.default_rng(seed)
-    chart = Chart(chart, o.max_batches, "mAP@0.5")
-    check_memory_and_print_table(net, quiet, o.mini_batch, train=True)
+    rng = np.random.default_rng(seed)     # multi-scale sizes: the same on every rank
     print(f"{header(cfg_base(cfg_path), o)}\nWeights are saved after: {save_every} iterations. Last weights "
           f"(*_last.weight) are stored every {last_every} iterations.\n{len(paths)} training images", file=out)
 
     reported, skipped_draws = set(), 0
 
+    stream_seed = seed if seed is not None else int(np.random.SeedSequence().entropy)
+
     def loader_for(network):
+        """The loader of `network`'s size, continuing the run's image stream where the iteration count is."""
         aug = DetectionAugmentation.from_network(network, network.width, network.height)
-        batches = DetectionBatches(paths, aug, network.options.mini_batch, threads=threads,
-                                   seed=int(rng.integers(2 ** 31)), workers=workers)
+        batches = DetectionBatches(paths, aug, network.options.mini_batch, threads=threads, seed=stream_seed,
+                                   workers=workers, shard=stream_shard(network, ranks))
         batches.reported = reported     # one warning per unreadable image over the whole run, across resizes
         return batches
 
@@ -122,7 +139,7 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
     maps, best_map = [], -1.0
     per_iteration = images_per_iteration(net)
     resize_count = 0
-    loop = TrainLoop(net, chart, out, err, progress)
+    loop = TrainLoop(net, chart, out, err, progress and root, sync, seed)
     loader = None
     try:
         loader = loader_for(net)
@@ -150,42 +167,47 @@ def train_detector(data_path, cfg_path, weights=None, clear=False, calc_map=Fals
                 due = max(iter_map + max(MAP_EPOCHS * len(paths) // per_iteration, 100), o.burn_in)
                 if iteration >= due or iteration == o.max_batches:
                     iter_map = iteration
-                    result = validate_map(map_net, valid_paths, head.classes)
+                    result = validate_map(map_net, valid_paths, head.classes, ranks=ranks)
                     maps.append((iteration, result.map))
                     chart.add_accuracy(iteration, result.map)
                     loop.write(f"\n mean_average_precision (mAP@0.50) = {result.map:f} ")
                     if result.map >= best_map:
                         best_map = result.map
                         loop.write("New best mAP!")
-                        backups.save(net, "best")
+                        if root:
+                            backups.save(net, "best")
                     chart.save()
             if iteration >= iter_save + save_every or iteration % save_every == 0:
                 iter_save = iteration
-                backups.save(net, iteration)
+                if root:
+                    backups.save(net, iteration)
             if save_every > last_every and (iteration >= iter_save_last + last_every or
                                             (iteration % last_every == 0 and iteration > 1)):
                 iter_save_last = iteration
-                backups.save(net, "last")
+                if root:
+                    backups.save(net, "last")
                 chart.save()
     finally:
         if loader is not None:
             loader.close()
         loop.close()
-    skipped_draws += loader.skipped
-    final = backups.save(net, "final")
+    skipped_draws, skipped_images = ranks.sum([skipped_draws + loader.skipped, len(reported)],
+                                              "the counts of unreadable images").astype(int)
+    final = backups.save(net, "final") if root else None
     chart.save()
-    print_skipped(skipped_draws, len(reported), out)
+    print_skipped(skipped_draws, skipped_images, out)
     print(f"Saved {final}\nIf you want to train from the beginning, then use flag in the end of training "
           f"command: -clear ", file=out)
     return {"iteration": iteration, "seen": net.seen, "loss": loop.loss, "avg_loss": loop.avg_loss, "maps": maps,
-            "best_map": best_map, "final": str(final), "skipped": len(reported), "net": net}
+            "best_map": best_map, "final": str(final), "skipped": int(skipped_images), "net": net}
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
 def cmd_train(args):
-    train_detector(args.data, args.cfg, args.weights, clear=args.clear, calc_map=args.map, chart=args.chart,
-                   device=gpus_device(args), batch=args.batch, subdivisions=args.subdivisions,
-                   max_batches=args.max_batches, threads=args.threads, progress=not args.dont_show, quiet=False)
+    return run_train(args, lambda device: train_detector(
+        args.data, args.cfg, args.weights, clear=args.clear, calc_map=args.map, chart=args.chart, device=device,
+        batch=args.batch, subdivisions=args.subdivisions, max_batches=args.max_batches, threads=args.threads,
+        seed=args.seed, progress=not args.dont_show, quiet=False, rank_timeout=args.rank_timeout))
 
 
 def add_train_verb(verbs):

@@ -28,6 +28,16 @@ class DarknetMemoryError(DarknetError):
     """A run that needs more memory than the device has available."""
 
 
+class RanksStopped(Exception):
+    """This rank of a data-parallel run stops because of what happened on the ranks (distributed.py): a rank
+    died or hung, or an error on one rank stopped the others. `line` is the error to print (None: another rank
+    prints it), `status` the exit status."""
+
+    def __init__(self, status, line):
+        super().__init__(line or f"stopped with the other ranks (exit status {status})")
+        self.status, self.line = status, line
+
+
 class DarknetBuildError(DarknetError, ImportError):
     """A compiled extension (darknet_py._C) that cannot be imported: never built, or built for another Python.
     An ImportError too, for code that checks whether the kernels are there."""

@@ -42,6 +42,7 @@ class Network:
         self.truth = None             # training targets of the current forward (loss layers read them)
         self.cost = None              # darknet's get_network_cost after a forward with truth
         self.optimizer_state = {}     # momentum / Adam buffers (training.py)
+        self.ranks = 1                # processes of a data-parallel run whose images each iteration sums
         self.layer_timer = None       # timer(layer, "forward" | "backward", seconds) after each layer (benchmark.py)
 
     def forward(self, x, train=False, truth=None):
@@ -104,10 +105,11 @@ class Network:
                                    f"first non-finite output is that of {self.first_non_finite().label}: the weights "
                                    f"do not fit this cfg, are damaged, or are an untrained initialisation")
 
-    def backward(self, delta=None):
+    def backward(self, delta=None, layer_done=None):
         """Backpropagate from the last layer. `delta` is d(loss)/d(last output); without it, the loss layers'
         own gradients (their `loss_grad`, from a forward with truth) are the only source. Fills every layer's
-        `delta` and `grads`, and returns d(loss)/d(network input)."""
+        `delta` and `grads`, and returns d(loss)/d(network input). layer_done(layer) is called as each layer's
+        backward ends (its weight gradients are then complete: a data-parallel run starts summing them)."""
         xp = self.ops.xp
         last = self.layers[-1]
         if delta is not None:
@@ -125,6 +127,8 @@ class Network:
             start = self._layer_start()
             grad = layer.backward(x, self)
             self._layer_done(layer, "backward", start)
+            if layer_done is not None:
+                layer_done(layer)
             if layer.loss_grad is not None:   # darknet adds a loss layer's delta to its input's
                 loss_grad = layer.loss_grad.reshape(x.shape)
                 grad = loss_grad if grad is None else grad + loss_grad

@@ -1,19 +1,25 @@
 """What the train verbs share (classifier.train_classifier, detector_train.train_detector, as darknet's
 train_classifier and train_detector share it): building the network to train, the backup files
 `<cfgbase>_<tag>.weights`, the per-iteration bookkeeping (TrainLoop: darknet's running averages, the
-`Loaded:` line, a progress bar) and chart.png. Each verb keeps its own schedule of saves and evaluations and
-its own iteration line, which differ in darknet."""
+`Loaded:` line, a progress bar) and chart.png, and what a data-parallel run adds (distributed.py): the
+device of each rank, starting the ranks for `-gpus 0,1,...` (run_train), rank 0's weights on every rank
+(start_ranks). Each verb keeps its own schedule of saves and evaluations and its own iteration line, which
+differ in darknet."""
 import argparse
 import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import write_atomic
 from .errors import DarknetError
 from .training import current_iteration, train_iteration
+from .distributed import DEFAULT_TIMEOUT
 
 MAX_THREADS = 64   # image loading workers: darknet's detector loader runs 64 threads
+MAX_RANK_TIMEOUT = 7 * 24 * 3600   # a rank waiting longer for the others would not be noticed anyway
 
 
 def cfg_base(cfg_path):
@@ -78,28 +84,94 @@ def gpu_indexes(text):
     return [int(p) for p in parts]
 
 
-def gpus_device(args):
-    """The device of `-gpus`: the first index (darknet_py runs on one GPU: a warning names the others); the
-    CPU, with a warning, when no CUDA engine can use that GPU."""
-    if args.gpus is None:
-        return "cpu"
+def gpus_flag(gpus):
+    return f"-gpus {','.join(map(str, gpus))}"
+
+
+def usable_gpu(device):
+    """None when a CUDA engine can run on `device`, else why not."""
     from .backend import get_ops
-    device = f"cuda:{args.gpus[0]}"
-    flag = f"-gpus {','.join(map(str, args.gpus))}"
-    if len(args.gpus) > 1:
-        print(f"warning: {flag}: darknet_py runs on one GPU; using {device} only", file=sys.stderr)
     try:
         get_ops(device)
     except DarknetError as e:
-        print(f"warning: {flag}: {e}; running on the CPU", file=sys.stderr)
+        return str(e)
+    return None
+
+
+def gpus_device(args):
+    """The device of `-gpus` for a verb that runs on one GPU (test, map, benchmark): the first index (a
+    warning names the others); the CPU, with a warning, when no CUDA engine can use that GPU."""
+    if args.gpus is None:
+        return "cpu"
+    device = f"cuda:{args.gpus[0]}"
+    flag = gpus_flag(args.gpus)
+    if len(args.gpus) > 1:
+        print(f"warning: {flag}: this verb runs on one GPU; using {device} only", file=sys.stderr)
+    reason = usable_gpu(device)
+    if reason is not None:
+        print(f"warning: {flag}: {reason}; running on the CPU", file=sys.stderr)
         return "cpu"
     return device
+
+
+def run_train(args, train):
+    """A train verb from the command line. With several -gpus indexes and no MPI launcher around this process,
+    start one rank per index through the launcher (distributed.launch; each rank runs this command) and return
+    its exit status; otherwise train(device) here: this rank's device is its -gpus index (ranks on one host
+    take the indexes in order), or the CPU without -gpus — for every rank, with one warning, when a rank's
+    GPU cannot run the CUDA engine."""
+    from .distributed import launch, launched_by_mpi, world
+    gpus = args.gpus
+    if gpus is not None and len(gpus) > 1 and not launched_by_mpi():
+        return launch(args.argv, len(gpus), gpus_flag(gpus))
+    ranks = world(args.rank_timeout)
+    device = "cpu"
+    with ranks.all_succeed("the devices of the ranks"):
+        if gpus is not None and ranks.local_size > len(gpus):
+            raise DarknetError(f"{gpus_flag(gpus)}: {ranks.local_size} ranks on this host need a GPU index each; "
+                               f"got {len(gpus)}")
+    if gpus is not None:
+        device = f"cuda:{gpus[ranks.local_rank]}"
+        reasons = ranks.allgather(usable_gpu(device), "the devices of the ranks")
+        reason = next((r for r in reasons if r is not None), None)
+        if reason is not None:
+            if ranks.rank == 0:
+                runs = "running on the CPU" if ranks.size == 1 else f"the {ranks.size} ranks run on the CPU"
+                print(f"warning: {gpus_flag(gpus)}: {reason}; {runs}", file=sys.stderr)
+            device = "cpu"
+    train(device)
+
+
+def start_ranks(net, ranks, seed):
+    """Every rank of a data-parallel run starts from rank 0's weights and iteration, counts every rank's images
+    (net.ranks) and uses rank 0's seed (a random one without `seed`); returns (the GradientSync, or None for
+    one process, the seed)."""
+    ranks.share_weights(net)
+    net.ranks = ranks.size
+    if ranks.size > 1 and seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    return ranks.gradient_sync(net), ranks.broadcast(seed, "the seed")
+
+
+def stream_shard(net, ranks):
+    """This rank's part of the run's image stream, from where the iteration count says the run is."""
+    from .data import Shard
+    o = net.options
+    return Shard(first=net.seen // o.mini_batch, rank=ranks.rank, ranks=ranks.size, subdivisions=o.subdivisions)
+
+
+def seed_random_layers(net, seed, batch):
+    """Dropout masks and crop offsets of global mini-batch `batch` drawn from (seed, layer, batch): the same
+    however the run is split among ranks."""
+    for layer in net.layers:
+        if hasattr(layer, "rng"):
+            layer.rng = np.random.default_rng([seed, layer.index, batch])
 
 
 def add_training_options(train):
     """The options both `train` verbs take besides DATA CFG [WEIGHTS] and their own evaluation flag."""
     from .cli import POSITIVE, Number
-    add_gpus_option(train)
+    add_gpus_option(train, train=True)
     train.add_argument("-dont_show", action="store_true", help="no progress bar (darknet: no chart window)")
     train.add_argument("-clear", action="store_true", help="start the iteration count from 0")
     train.add_argument("-chart", default="chart.png", help="where to write the chart (default: chart.png)")
@@ -108,12 +180,19 @@ def add_training_options(train):
     train.add_argument("--max_batches", type=POSITIVE, help="iterations to train to (overrides the cfg)")
     train.add_argument("--threads", type=Number(int, 1, MAX_THREADS), default=2,
                        help=f"image loading workers (default: 2, at most {MAX_THREADS})")
+    train.add_argument("--seed", type=Number(int, 0), help="a reproducible run: image order, augmentation, "
+                                                          "dropout and multi-scale sizes from this number")
+    train.add_argument("--rank_timeout", type=Number(float, 1, MAX_RANK_TIMEOUT), default=DEFAULT_TIMEOUT,
+                       help=f"several processes: seconds a rank waits for the others before it names the missing "
+                            f"ones and all stop (default {DEFAULT_TIMEOUT:g})")
 
 
-def add_gpus_option(parser):
+def add_gpus_option(parser, train=False):
+    what = ("one rank per GPU (started through mpirun), each index once; under mpirun the ranks of a host take "
+            "them in order" if train else "the first is used")
     parser.add_argument("-gpus", type=gpu_indexes,
-                        help="GPU indexes, darknet's 0,1,...: the first is used; the CPU when no CUDA engine can "
-                             "use it (with a warning)")
+                        help=f"GPU indexes, darknet's 0,1,...: {what}; the CPU when no CUDA engine can use them "
+                             f"(with a warning)")
 
 
 class Backups:
@@ -143,11 +222,14 @@ class TrainLoop:
         loop.step(net, loader)                  # loop.loss, .avg_loss, .iteration, .seconds, .avg_hours
         loop.report("<the verb's iteration line>", loss=...)
         loop.close()
+
+    `sync`: the GradientSync of a data-parallel run (None for one process); with `seed`, the random layers of
+    each mini-batch draw from it and the mini-batch's place in the run (seed_random_layers).
     """
 
-    def __init__(self, net, chart, out, bar_file, progress):
+    def __init__(self, net, chart, out, bar_file, progress, sync=None, seed=None):
         from tqdm import tqdm
-        self.chart, self.out = chart, out
+        self.chart, self.out, self.sync, self.seed = chart, out, sync, seed
         self.max_batches = net.options.max_batches
         self.iteration = current_iteration(net)
         self.loss, self.avg_loss, self.avg_hours = math.nan, -1.0, -1.0
@@ -163,9 +245,11 @@ class TrainLoop:
         def next_batch():
             x, truth = loader.next()
             self.waited += loader.wait_seconds
+            if self.seed is not None:
+                seed_random_layers(net, self.seed, loader.index)
             return x, truth
 
-        self.loss = train_iteration(net, next_batch)
+        self.loss = train_iteration(net, next_batch, self.sync)
         if self.avg_loss < 0 or not math.isfinite(self.avg_loss):
             self.avg_loss = self.loss
         self.avg_loss = self.avg_loss * .9 + self.loss * .1

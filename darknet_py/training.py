@@ -36,8 +36,9 @@ class TrainingDiverged(DarknetError):
 
 # -- learning rate -------------------------------------------------------------------------------------
 def images_per_iteration(net):
-    """Darknet's net.batch * net.subdivisions: images per weight update."""
-    return net.options.mini_batch * net.options.subdivisions
+    """Darknet's net.batch * net.subdivisions, times the ranks of a data-parallel run: images per weight
+    update."""
+    return net.options.mini_batch * net.options.subdivisions * net.ranks
 
 
 def current_iteration(net):
@@ -148,28 +149,39 @@ def update_network(net):
 
 
 # -- one iteration -------------------------------------------------------------------------------------
-def check_finite(net, loss, iteration):
-    """Stop with the iteration and the first layer whose output is not finite when the loss is NaN/Inf."""
+def check_finite(net, loss, iteration, sync=None):
+    """Stop with the iteration and the first layer whose output is not finite when the loss is NaN/Inf (with
+    `sync`, a data-parallel run, the first rank's: every rank raises the same error)."""
     if math.isfinite(loss):
         return
-    first = net.first_non_finite()
-    where = first.label if first is not None else "the loss only (every layer output is finite)"
-    raise TrainingDiverged(f"{net.cfg_path}: training diverged at iteration {iteration}: loss is {loss}; first "
-                           f"non-finite output: {where}; lower learning_rate or raise burn_in")
+    if sync is None:
+        first = net.first_non_finite()
+        where = first.label if first is not None else "the loss only (every layer output is finite)"
+    else:
+        where = sync.first_non_finite(net)
+    error = TrainingDiverged(f"{net.cfg_path}: training diverged at iteration {iteration}: loss is {loss}; first "
+                             f"non-finite output: {where}; lower learning_rate or raise burn_in")
+    error.every_rank = sync is not None
+    raise error
 
 
-def train_iteration(net, next_batch):
+def train_iteration(net, next_batch, sync=None):
     """Darknet's train_network: `subdivisions` mini-batches from next_batch() -> (x, truth), each forward and
     backward (seen += mini-batch first), then one update. Returns the loss darknet reports: the network cost
-    summed over the mini-batches divided by the images of the iteration."""
+    summed over the mini-batches divided by the images of the iteration.
+    With `sync` (distributed.GradientSync, a data-parallel run of net.ranks processes), seen counts every
+    rank's images, and the loss, the gradients and the BN rolling statistics are summed over the ranks before
+    the update; a non-finite loss on any rank is found after the sums, so that every rank stops together."""
     o = net.options
     total = 0.0
-    for _ in range(o.subdivisions):
+    if sync is not None:
+        sync.begin(net)
+    for sub in range(o.subdivisions):
         x, truth = next_batch()
         if x.shape[0] != o.mini_batch:
             raise DarknetError(f"{net.cfg_path}: a training mini-batch of {x.shape[0]} images; the network "
                                f"runs {o.mini_batch}")
-        net.seen += o.mini_batch
+        net.seen += o.mini_batch * net.ranks
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             # non-finite values are reported by check_finite, naming the layer, not by NumPy warnings
             net.forward(x, train=True, truth=truth)
@@ -177,9 +189,19 @@ def train_iteration(net, next_batch):
             raise DarknetError(f"{net.cfg_path}: no layer computes a loss (training needs a [softmax], [cost] "
                                f"or detection layer at the end)")
         loss = float(net.cost)
-        check_finite(net, loss, -(-net.seen // images_per_iteration(net)))   # the iteration in progress
-        net.backward()
         total += loss
+        if sync is None:
+            check_finite(net, loss, -(-net.seen // images_per_iteration(net)))   # the iteration in progress
+            net.backward()
+            continue
+        last = sub == o.subdivisions - 1
+        if last:
+            sync.forward_done(net, total)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            net.backward(layer_done=sync.layer_done if last else None)
+    if sync is not None:
+        total = sync.finish(net)
+        check_finite(net, total, current_iteration(net), sync)
     update_network(net)
     loss = total / images_per_iteration(net)
     check_finite(net, loss, current_iteration(net))

@@ -172,7 +172,7 @@ def test_thresholds_at_their_bounds_run(tiny, capsys):
 def test_several_gpus_use_the_first_and_say_so(tiny, capsys):
     code, out, err = run(capsys, "detector", "test", "tiny.data", "tiny.cfg", "tiny.weights", "img.png", "-gpus", "0,1")
     assert code == 0 and "Predicted in" in out
-    assert "warning: -gpus 0,1: darknet_py runs on one GPU; using cuda:0 only" in err
+    assert "warning: -gpus 0,1: this verb runs on one GPU; using cuda:0 only" in err
     if not gpu_available():
         assert "warning: -gpus 0,1: " in err and "running on the CPU" in err
 
@@ -355,7 +355,8 @@ def test_fuzz_every_numeric_option_of_every_verb(fuzz_inputs, capsys):
                     assert value == "0" and out.strip(), (argv, out, err)
                     ran.append(f"{command} {name}")
     assert sorted(ran) == sorted(
-        ["partial N", "classifier train -gpus", "classifier predict -t", "detector test -thresh",
+        ["partial N", "classifier train -gpus", "classifier train --seed", "detector train --seed",
+         "classifier predict -t", "detector test -thresh",
          "detector test -hier", "detector test -nms", "detector test -gpus", "detector map -thresh",
          "detector map -iou_thresh", "detector map -points", "detector map -gpus", "detector train -gpus",
          "benchmark --warmup", "benchmark -gpus"])
