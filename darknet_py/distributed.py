@@ -442,7 +442,9 @@ class GradientSync:
         from .backend import BN_MOMENTUM
         self._send_bucket()
         start = time.perf_counter()
-        self.transport.wait(self._handles + [self._statistics_handle], "the sums of the gradients")
+        from .training import current_iteration
+        self.transport.wait(self._handles + [self._statistics_handle],
+                            f"the sums of the gradients of iteration {current_iteration(net)}")
         self.wait_seconds += time.perf_counter() - start
         for flat, bucket in self._entries:
             offset = 0

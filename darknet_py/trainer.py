@@ -7,6 +7,7 @@ device of each rank, starting the ranks for `-gpus 0,1,...` (run_train), rank 0'
 differ in darknet."""
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,9 +149,22 @@ def start_ranks(net, ranks, seed):
     one process, the seed)."""
     ranks.share_weights(net)
     net.ranks = ranks.size
+    if ranks.local_size > 1 and net.ops.name == "cpu":
+        share_cores(ranks.local_size)
     if ranks.size > 1 and seed is None:
         seed = int(np.random.SeedSequence().entropy)
     return ranks.gradient_sync(net), ranks.broadcast(seed, "the seed")
+
+
+def share_cores(processes):
+    """CPU-engine ranks on one host split its cores: each runs its kernels and BLAS on its share (by default
+    every process would start a thread per core, and their threads would wait on each other)."""
+    from threadpoolctl import threadpool_limits
+    from .backend import _kernels
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // processes)
+    _kernels().set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
 
 
 def stream_shard(net, ranks):
