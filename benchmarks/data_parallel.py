@@ -61,7 +61,8 @@ def worker(args):
         alone = (time.perf_counter() - start) / 10
     if ranks.rank == 0:
         print(json.dumps({"ranks": ranks.size, "ms": seconds * 1000, "images_per_s": ranks.size * args.batch / seconds,
-                          "wait_ms": waited * 1000, "allreduce_ms": alone * 1000, "gradient_mib": floats * 4 / 2 ** 20}))
+                          "wait_ms": waited * 1000, "allreduce_ms": alone * 1000,
+                          "gradient_mib": floats * 4 / 2 ** 20}))
 
 
 def main(argv=None):
@@ -80,10 +81,12 @@ def main(argv=None):
     sys.path.insert(0, REPO)
     from darknet_py.distributed import find_launcher, launcher_flags
     launcher = find_launcher()
-    options = ["--cfg", args.cfg, *(["--size", str(args.size)] if args.size else []), "--batch", str(args.batch), "--iterations", str(args.iterations), "--warmup",
-               str(args.warmup), "--device", args.device, "--worker"]
-    print(f"{os.path.basename(args.cfg)}{f' at {args.size}x{args.size}' if args.size else ''}, mini-batch {args.batch} per rank, {args.device}, {args.iterations} "
-          f"iterations after {args.warmup}")
+    size = ["--size", str(args.size)] if args.size else []
+    options = ["--cfg", args.cfg, *size, "--batch", str(args.batch), "--iterations", str(args.iterations),
+               "--warmup", str(args.warmup), "--device", args.device, "--worker"]
+    at = f" at {args.size}x{args.size}" if args.size else ""
+    print(f"{os.path.basename(args.cfg)}{at}, mini-batch {args.batch} per rank, {args.device}, "
+          f"{args.iterations} iterations after {args.warmup}")
     print("ranks | ms/iteration | images/s | sum wait after backward, ms/step | all-reduce alone, ms (gradient MiB)")
     for count in args.ranks:
         command = [sys.executable, os.path.abspath(__file__), *options]

@@ -36,8 +36,8 @@ from .detection import HEAD_KINDS
 from .errors import DarknetError
 from .distributed import DEFAULT_TIMEOUT, Discard, world
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, build_network, cfg_base, header,
-                      network_to_train, print_skipped, run_train, check_memory_and_print_table, start_ranks,
-                      stream_shard)
+                      network_to_train, print_skipped, run_train, check_memory_and_print_table, rank_warnings,
+                      start_ranks, stream_shard)
 from .training import current_iteration, images_per_iteration, network_rate
 
 SAVE_EVERY = 1000       # darknet: <cfgbase>_<iteration>.weights
@@ -175,7 +175,7 @@ def _train_classifier(ranks, data_path, cfg_path, weights, clear, calc_topk, cha
 
     root = ranks.rank == 0
     out = (out or sys.stdout) if root else Discard()
-    with ranks.all_succeed("reading the inputs"):
+    with ranks.all_succeed("reading the inputs"), rank_warnings(ranks):
         data = read_data_file(data_path)
         net = network_to_train(cfg_path, weights if root else None, batch, subdivisions, device, max_batches, clear)
         _check_classes(net, data)

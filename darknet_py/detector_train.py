@@ -27,7 +27,7 @@ import numpy as np
 from .distributed import DEFAULT_TIMEOUT, Discard, world
 from .errors import DarknetError
 from .trainer import (Backups, Chart, TrainLoop, add_training_options, cfg_base, header, network_to_train,
-                      print_skipped, run_train, check_memory_and_print_table, start_ranks, stream_shard)
+                      print_skipped, run_train, check_memory_and_print_table, rank_warnings, start_ranks, stream_shard)
 from .training import current_iteration, images_per_iteration, network_rate
 
 MAP_EPOCHS = 4          # darknet's default -mAP_epochs
@@ -94,7 +94,7 @@ def _train_detector(ranks, data_path, cfg_path, weights, clear, calc_map, chart,
 
     root = ranks.rank == 0
     out, err = (out or sys.stdout, err or sys.stderr) if root else (Discard(), Discard())
-    with ranks.all_succeed("reading the inputs"):
+    with ranks.all_succeed("reading the inputs"), rank_warnings(ranks):
         data = read_data_file(data_path)
         net = network_to_train(cfg_path, weights if root else None, batch, subdivisions, device, max_batches, clear)
         head = last_detection_layer(net)

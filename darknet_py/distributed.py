@@ -101,6 +101,7 @@ class MpiRanks:
         self._sends = []
         self._exit_status = None
         atexit.register(self._exit_without_finalize)   # runs before mpi4py's MPI_Finalize
+        self.places = [(None, None, None)] * self.size   # (host, pid, start time) of each rank, once known
         self.places = self.allgather((socket.gethostname(), os.getpid(), _start_time(os.getpid())), "start-up")
 
     # -- waiting ------------------------------------------------------------------------------------------
@@ -132,10 +133,10 @@ class MpiRanks:
             elif tag == REPLY and replies is not None:
                 replies[source] = message
             elif tag == STOP:
-                status_code, line = message
-                if status_code == FAULT_EXIT:
-                    self._exit_status = FAULT_EXIT   # a rank is missing: MPI_Finalize would wait for it
-                raise RanksStopped(status_code, line)
+                status_code, rank_missing = message
+                if rank_missing:
+                    self._exit_status = status_code   # MPI_Finalize would wait for the missing rank forever
+                raise RanksStopped(status_code, None)
 
     def _send(self, rank, tag, message):
         self._sends = [request for request in self._sends if not request.Test()]
@@ -164,12 +165,12 @@ class MpiRanks:
         lower_deciding = any(deciding for r, (_, deciding) in replies.items() if r < self.rank)
         line = None if lower_deciding else self._fault_line(missing, what, replies)
         for other in replies:
-            self._send(other, STOP, (FAULT_EXIT, None))
+            self._send(other, STOP, (FAULT_EXIT, True))
         self._flush_sends()
         if on_fault is not None:
             on_fault()
         self._exit_status = FAULT_EXIT
-        if any(self.places[r][0] != self.places[self.rank][0] for r in missing):
+        if any(self.places[r][0] not in (None, self.places[self.rank][0]) for r in missing):
             # a rank on another host can only be stopped by the MPI runtime, which stops every rank
             print(f"error: {line}", file=sys.stderr, flush=True)
             self.comm.Abort(FAULT_EXIT)
@@ -177,10 +178,14 @@ class MpiRanks:
             _kill_if_same(*self.places[r])
         raise RanksStopped(FAULT_EXIT, line)
 
+    def _name(self, rank):
+        host, pid, _ = self.places[rank]
+        return f"rank {rank}" if host is None else f"rank {rank} (pid {pid} on {host})"
+
     def _fault_line(self, missing, what, replies):
         seconds = f"{self.timeout:g} s"
         if missing:
-            names = ", ".join(f"rank {r} (pid {self.places[r][1]} on {self.places[r][0]})" for r in missing)
+            names = ", ".join(self._name(r) for r in missing)
             return (f"{names} did not answer within {seconds}: died or hung while rank {self.rank} waited for "
                     f"{what}; the other ranks stopped (resume from the last saved weights)")
         doing = "; ".join(f"rank {r}: {replies[r][0]}" for r in sorted(replies))
@@ -223,7 +228,7 @@ class MpiRanks:
     def share_weights(self, net):
         """Every rank starts from rank 0's weights and iteration (rank 0 read the weights file, if any)."""
         arrays = [array for layer in net.layers for array in layer.weights.values()]
-        flat = np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays]) if arrays else np.zeros(0, np.float32)
+        flat = np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays] or [np.zeros(0, np.float32)])
         self.wait([self.comm.Ibcast(flat, root=0)], "the weights of rank 0")
         offset = 0
         for layer in net.layers:
@@ -275,14 +280,15 @@ class MpiRanks:
                 raise RanksStopped(2, None) from None
             self._stop_others(2)
             raise RanksStopped(2, f"rank {self.rank}: {e}") from None
-        except BaseException:
+        except BaseException:    # a bug or Ctrl-C: the traceback or message is this rank's
             self._stop_others(FAULT_EXIT)
             raise
 
     def _stop_others(self, status_code):
+        """Every other rank stops (RanksStopped with `status_code`, printing nothing): this one reports."""
         for other in range(self.size):
             if other != self.rank:
-                self._send(other, STOP, (status_code, None))
+                self._send(other, STOP, (status_code, False))
         self._flush_sends()
 
 
@@ -456,7 +462,7 @@ class GradientSync:
         for weights, name, start in self._rolling:
             array = weights[name]
             summed = self._statistics[offset:offset + array.size].reshape(array.shape)
-            array[...] = a ** batches * start.reshape(array.shape) + summed
+            array[...] = (a ** batches * start.reshape(array.shape) + summed).astype(array.dtype)
             offset += array.size
         return float(self._statistics[0])
 

@@ -6,10 +6,12 @@ device of each rank, starting the ranks for `-gpus 0,1,...` (run_train), rank 0'
 (start_ranks). Each verb keeps its own schedule of saves and evaluations and its own iteration line, which
 differ in darknet."""
 import argparse
+import contextlib
 import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,15 @@ def start_ranks(net, ranks, seed):
     if ranks.size > 1 and seed is None:
         seed = int(np.random.SeedSequence().entropy)
     return ranks.gradient_sync(net), ranks.broadcast(seed, "the seed")
+
+
+@contextlib.contextmanager
+def rank_warnings(ranks):
+    """Warnings about the inputs (a cfg's unused fields, ...) from rank 0 alone: every rank reads the same files."""
+    with warnings.catch_warnings():
+        if ranks.rank:
+            warnings.simplefilter("ignore")
+        yield
 
 
 def share_cores(processes):

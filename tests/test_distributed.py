@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from conftest import REPO, gpu_available, load_quiet, one_error_line
@@ -171,7 +170,9 @@ def test_without_batch_normalization_two_ranks_equal_one_process_at_twice_the_mi
 ENGINE_SCRIPT = """
 import sys
 from darknet_py.classifier import train_classifier
-train_classifier(sys.argv[1], sys.argv[2], device=sys.argv[3], batch=4, subdivisions=int(sys.argv[4]), max_batches=2,
+from darknet_py.distributed import world
+device = f"cuda:{world().local_rank}" if sys.argv[3] == "cuda" else sys.argv[3]   # a GPU per rank, as -gpus 0,1
+train_classifier(sys.argv[1], sys.argv[2], device=device, batch=4, subdivisions=int(sys.argv[4]), max_batches=2,
                  seed=5, threads=1, progress=False, chart=None)
 """
 
@@ -191,8 +192,7 @@ def test_two_ranks_of_the_cuda_engine_train_as_one_process(digits, tmp_path, dev
     one_data, two_data = digits_data(digits, tmp_path / "one"), digits_data(digits, tmp_path / "two")
     one = subprocess.run([sys.executable, str(script), str(one_data), str(DIGITS_CFG), device, "2"],
                          capture_output=True, text=True, timeout=300)
-    # with NCCL the ranks of a host take cuda:0 and cuda:1 (the CLI's -gpus 0,1); the script names the device
-    two = mpirun(2, [str(script), str(two_data), str(DIGITS_CFG), device if device != "cuda" else "cuda:0", "1"])
+    two = mpirun(2, [str(script), str(two_data), str(DIGITS_CFG), device, "1"])
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     assert_same_weights(DIGITS_CFG, final_weights(two_data, DIGITS_CFG), final_weights(one_data, DIGITS_CFG))
 
