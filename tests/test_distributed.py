@@ -197,6 +197,31 @@ def test_two_ranks_of_the_cuda_engine_train_as_one_process(digits, tmp_path, dev
     assert_same_weights(DIGITS_CFG, final_weights(two_data, DIGITS_CFG), final_weights(one_data, DIGITS_CFG))
 
 
+NCCL_SCRIPT = """
+import cupy
+from darknet_py.cuda_backend import CudaOps
+from darknet_py.distributed import MpiRanks, NcclAllreduce
+ranks = MpiRanks(60)
+transport = NcclAllreduce(ranks, CudaOps("cuda:0"))
+flat = cupy.arange(1000, dtype=cupy.float32)
+transport.wait([transport.start(flat)], "the test's sum")
+assert bool(cupy.array_equal(flat, cupy.arange(1000, dtype=cupy.float32) * ranks.size))
+print("summed")
+"""
+
+
+@needs_mpi
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU here")
+def test_nccl_transport_on_one_gpu(tmp_path):
+    """The NCCL path's calls (unique id over MPI, communicator, all-reduce on its stream, events) as one rank on
+    the one GPU a lent machine has: the two-rank test needs a GPU per rank."""
+    script = tmp_path / "nccl.py"
+    script.write_text(NCCL_SCRIPT)
+    done = mpirun(1, [str(script)])
+    assert done.returncode == 0 and "summed" in done.stdout, done.stderr
+
+
 DETECTOR_TRAIN = ["--max_batches", "3", "--batch", "4", "--seed", "2", "-dont_show", "--threads", "1", "-map",
                   "-chart", "chart.png"]
 
