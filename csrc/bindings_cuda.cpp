@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,16 @@ cu::CostType cost_named(const std::string& name) {
 PYBIND11_MODULE(DN_MODULE_NAME, m) {
     m.doc() = EMULATED ? "darknet_py CUDA kernels run on the CPU (cuda/emulation.h)" : "darknet_py CUDA kernels";
     m.attr("emulated") = EMULATED;
+#if defined(DN_CUDA_EMULATION)
+    // DARKNET_PY_EMU_ORDER=reverse: threads and blocks from the last to the first (cuda/emulation.h), for race tests
+    const char* order = std::getenv("DARKNET_PY_EMU_ORDER");
+    dn_emu::set_reverse_order(order && std::string(order) == "reverse");
+    m.def("set_thread_order", [](const std::string& order) {
+        if (order != "forward" && order != "reverse")
+            throw py::value_error("thread order: expected forward or reverse; got '" + order + "'");
+        dn_emu::set_reverse_order(order == "reverse");
+    }, "run the threads of each block and the blocks of each grid first to last (forward) or last to first");
+#endif
     m.def("device_count", [] {
 #if defined(DN_CUDA_EMULATION)
         return 1;

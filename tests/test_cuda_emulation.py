@@ -1,6 +1,7 @@
 """The CUDA emulation (csrc/cuda/emulation.h) on its own: the self-test kernels of csrc/cuda/selftest.cu against
 NumPy, under emulation and on a GPU where there is one; broken launches and kernels raise under emulation instead
 of hanging. Also the build: _cuda where nvcc exists, and what a _cuda import without a driver says."""
+import os
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,37 @@ def test_invalid_launch_configurations_raise(emulated, blocks, threads, message)
 def test_too_much_dynamic_shared_memory_raises(emulated):
     with pytest.raises(RuntimeError, match="65536 bytes of dynamic shared memory"):
         run(emulated, "oversized_shared", np.zeros(8, np.float32), np.zeros(8, np.float32), 1, 32)
+
+
+def test_reverse_order_shows_a_race(emulated):
+    """A kernel that reads a neighbour's shared value without a barrier gives one result with the threads run first
+    to last and another last to first; a kernel with the barrier gives the same either way."""
+    x = np.arange(1, 65, dtype=np.float32)
+    results = {}
+    try:
+        for order in ("forward", "reverse"):
+            emulated.k.set_thread_order(order)
+            results[order] = [run(emulated, name, x, np.zeros(64, np.float32), 2, 32)
+                              for name in ("racy_neighbour", "reverse_blocks")]
+    finally:
+        emulated.k.set_thread_order("forward")
+    racy, synchronised = zip(results["forward"], results["reverse"])
+    assert not np.array_equal(*racy, equal_nan=True)
+    np.testing.assert_array_equal(*synchronised)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="runs the kernel tests again in a child process")
+def test_kernels_give_the_same_results_with_threads_and_blocks_in_reverse_order():
+    """Every CUDA kernel test again with each block's threads (and each grid's blocks) run last to first: a kernel
+    that reads shared memory another thread writes without a barrier between fails its reference there. What the
+    emulation cannot show (races between interleaved threads) is left to compute-sanitizer's racecheck on a GPU."""
+    from conftest import REPO
+    files = [str(REPO / "tests" / f"test_cuda_{area}.py")
+             for area in ("activations", "conv", "batchnorm", "pooling", "heads")]
+    env = dict(os.environ, DARKNET_PY_EMU_ORDER="reverse")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not gpu",
+                           *files], capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def test_errors_leave_the_emulation_usable(emulated):

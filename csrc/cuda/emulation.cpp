@@ -31,6 +31,9 @@ constexpr uint64_t POISON = ~uint64_t(0);   // what a shuffle from a lane outsid
 
 [[noreturn]] void fail(const std::string& message) { throw std::runtime_error("CUDA emulation: " + message); }
 
+// Runs the threads of each block, and the blocks of each grid, from the last to the first (set_reverse_order).
+std::atomic<bool> reverse_order{false};
+
 std::string dims(dim3 d) {
     return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
 }
@@ -339,9 +342,10 @@ void run_block(Worker& worker, unsigned threads) {
     }
     if (!worker.shared.empty()) std::memset(worker.shared.data(), 0xff, worker.shared.size() * 8);   // NaN
     unsigned finished = 0;
+    const bool reverse = reverse_order.load(std::memory_order_relaxed);
     while (true) {
-        for (unsigned i = 0; i < threads; ++i) {
-            Fiber& f = worker.fibers[i];
+        for (unsigned k = 0; k < threads; ++k) {
+            Fiber& f = worker.fibers[reverse ? threads - 1 - k : k];
             if (f.state != State::ready) continue;
             if (!f.stack) {   // first run of this thread
                 start_fiber(worker, f, worker.free_stacks.back());
@@ -398,6 +402,8 @@ unsigned active_mask() {
 
 void* dynamic_shared() { return this_worker().shared.data(); }
 
+void set_reverse_order(bool reverse) { reverse_order.store(reverse); }
+
 void trap() { fail("__trap() called"); }
 
 void run_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
@@ -421,7 +427,9 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, cons
         worker.kernel = name;
         worker.error = nullptr;
         worker.shared.assign((shared_bytes + 7) / 8, 0);
-        for (int64_t b = begin; b < end; ++b) {
+        const bool reverse = reverse_order.load(std::memory_order_relaxed);
+        for (int64_t k = begin; k < end; ++k) {
+            const int64_t b = reverse ? blocks - 1 - k : k;
             block_index = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (int64_t(grid.x) * grid.y))};
             run_block(worker, unsigned(threads));
             if (worker.error) {

@@ -14,9 +14,10 @@
 // configuration, dynamic shared memory over 48 KiB, a barrier that can never complete (threads split between
 // __syncthreads and a warp operation, or some threads finished while others wait at __syncthreads), lanes of
 // one warp operation calling different operations, __trap().
-// What it cannot show: speed, races between the threads of a block (they never interleave between
-// synchronisation points), register/shared-memory limits, inline PTX, tensor cores, exact float results
-// (no FMA contraction control, library expf instead of __expf).
+// What it cannot show: speed, every race between the threads of a block (they never interleave between
+// synchronisation points; running them in reverse order, set_reverse_order, shows the races that depend on which
+// thread runs first), register/shared-memory limits, inline PTX, tensor cores, exact float results (no FMA
+// contraction control, library expf instead of __expf).
 #pragma once
 #if defined(__CUDACC__)
 #error "emulation.h is the host build of the kernels; nvcc includes cuda_runtime.h"
@@ -116,6 +117,11 @@ unsigned active_mask();
 // The dynamic shared memory of the running block (16-byte aligned).
 void* dynamic_shared();
 [[noreturn]] void trap();
+
+// Threads of a block (between synchronisation points) and blocks of a grid run in increasing order, or with
+// `reverse` from the last to the first: a kernel whose results change with the order has a race (a thread reading
+// what another writes without a barrier between), which the tests look for by running the kernels both ways.
+void set_reverse_order(bool reverse);
 
 // Runs body() once per thread of every block of `grid` (block shape `block`), `shared_bytes` of dynamic shared
 // memory per block; returns when every block has finished. `name` is used in error messages.

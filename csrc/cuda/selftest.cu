@@ -82,6 +82,15 @@ __global__ void reverse_blocks(const float* x, int64_t n, float* out) {
     if (j < n) out[j] = tile[threadIdx.x];
 }
 
+// Broken on purpose: each thread reads its neighbour's shared value without a barrier after the writes (a race:
+// what it reads depends on which thread ran first).
+__global__ void racy_neighbour(const float* x, int64_t n, float* out) {
+    DN_DYNAMIC_SHARED(float, tile);
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    tile[threadIdx.x] = i < n ? x[i] : 0.0f;
+    if (i < n) out[i] = tile[(threadIdx.x + 1) % blockDim.x];
+}
+
 // out[k] = how many x fall in [k, k+1), for k < 16 (atomicAdd on ints, read back as floats by the caller).
 __global__ void histogram(const float* x, int64_t n, float* out) {
     for (int64_t i = grid_start(); i < n; i += grid_stride()) {
@@ -118,6 +127,7 @@ void selftest(const std::string& name, const float* x, int64_t n, float* out, un
         {"reverse_blocks", reverse_blocks, 4, 0}, {"histogram", histogram, 0, 0},
         {"divergent_barrier", divergent_barrier, 0, 0}, {"split_barrier", split_barrier, 0, 0},
         {"oversized_shared", reverse_blocks, 0, 64 * 1024},   // more than a launch may ask for without an opt-in
+        {"racy_neighbour", racy_neighbour, 4, 0},
     };
     for (const Entry& e : entries)
         if (name == e.name)
