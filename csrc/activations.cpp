@@ -11,86 +11,109 @@ namespace darknet_py {
 
 namespace {
 
-// Everything below is DARKNET_PY_INLINE (simd.h): inlined into the vectorized plane loops (one loop per
-// activation in one function, which would otherwise exceed GCC's inlining budget and leave scalar calls in the loop).
+// The activations are written once for a float and for a vector V of floats (simd.h: lane by lane, `mask ? a :
+// b` selects), and run with explicit native vectors (simd_run): left to the auto-vectorizer, the exp-based ones
+// stayed scalar in the AVX2 and baseline variants. Everything is DARKNET_PY_INLINE: inlined into the plane loops.
 
-// exp(x) for float32, branch-free so that loops vectorize: Cody-Waite reduction x = n*ln2 + r and Cephes'
-// expf polynomial on |r| <= ln2/2 (about 1 ulp), then 2^n through the exponent bits. The input is clamped
-// to [-87, 88], where 2^n stays a normal float; the activations below only need it there.
-DARKNET_PY_INLINE float exp_fast(float x) {
-    x = std::min(std::max(x, -87.0f), 88.0f);
+template <class V>
+DARKNET_PY_INLINE V maximum(V a, V b) { return a < b ? b : a; }    // std::max's choice, NaN a kept
+
+template <class V>
+DARKNET_PY_INLINE V minimum(V a, V b) { return b < a ? b : a; }    // std::min's
+
+// exp(x) for float32, branch-free: Cody-Waite reduction x = n*ln2 + r and Cephes' expf polynomial on
+// |r| <= ln2/2 (about 1 ulp), then 2^n through the exponent bits. The input is clamped to [-87, 88], where 2^n
+// stays a normal float; the activations below only need it there.
+template <class V>
+DARKNET_PY_INLINE V exp_fast(V x) {
+    x = minimum(maximum(x, splat<V>(-87.0f)), splat<V>(88.0f));
     // n = round(x / ln2): adding 1.5 * 2^23 leaves no fraction bits in a float32 (no floor, which SSE2 lacks)
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
+    const V n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    V r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
+    V p = splat<V>(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    const float e = p * r * r + r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float two_n;
-    std::memcpy(&two_n, &bits, sizeof two_n);
-    return e * two_n;
+    const V e = p * r * r + r + 1.0f;
+    return e * from_bits<V>((to_int(n) + 127) << 23);
 }
 
-DARKNET_PY_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+template <class V>
+DARKNET_PY_INLINE V sigmoid(V x) { return 1.0f / (1.0f + exp_fast(-x)); }
 
 // tanh(x) = sign(x) (1 - e^-2|x|) / (1 + e^-2|x|)
-DARKNET_PY_INLINE float tanh_fast(float x) {
-    const float t = exp_fast(-2.0f * std::fabs(x));
-    const float v = (1.0f - t) / (1.0f + t);
-    return x < 0 ? -v : v;
+template <class V>
+DARKNET_PY_INLINE V tanh_fast(V x) {
+    const V t = exp_fast(-2.0f * (x < 0.0f ? -x : x));
+    const V v = (1.0f - t) / (1.0f + t);
+    return x < 0.0f ? -v : v;
 }
 
-// The activation at one point, with darknet's formulas and constants (activations.py lists them).
-template <Activation A>
-DARKNET_PY_INLINE float activate(float x) {
+DARKNET_PY_INLINE float stair(float x) {
+    const float n = std::floor(x), half = std::floor(x / 2);
+    return std::fmod(n, 2.0f) == 0 ? half : (x - n) + half;
+}
+
+// The activation at one point (or lane by lane), with darknet's formulas and constants (activations.py lists them).
+template <Activation A, class V>
+DARKNET_PY_INLINE V activate(V x) {
+    const V zero = splat<V>(0.0f);
     switch (A) {
         case Activation::linear: return x;
         case Activation::logistic: return sigmoid(x);
         case Activation::loggy: return 2.0f * sigmoid(x) - 1.0f;
         case Activation::tanh: return tanh_fast(x);
-        case Activation::relu: return x > 0 ? x : 0.0f;
-        case Activation::relu6: return std::min(std::max(x, 0.0f), 6.0f);
-        case Activation::leaky: return x > 0 ? x : 0.1f * x;
-        case Activation::relie: return x > 0 ? x : 0.01f * x;
-        case Activation::ramp: return (x > 0 ? x : 0.0f) + 0.1f * x;
+        case Activation::relu: return x > 0.0f ? x : zero;
+        case Activation::relu6: return minimum(maximum(x, zero), splat<V>(6.0f));
+        case Activation::leaky: return x > 0.0f ? x : 0.1f * x;
+        case Activation::relie: return x > 0.0f ? x : 0.01f * x;
+        case Activation::ramp: return (x > 0.0f ? x : zero) + 0.1f * x;
         case Activation::elu: {
-            const float e = exp_fast(std::min(x, 0.0f)) - 1.0f;
-            return x >= 0 ? x : e;
+            const V e = exp_fast(minimum(x, zero)) - 1.0f;
+            return x >= 0.0f ? x : e;
         }
         case Activation::selu: {
-            const float e = 1.0507f * 1.6732f * (exp_fast(std::min(x, 0.0f)) - 1.0f);
-            return x >= 0 ? 1.0507f * x : e;
+            const V e = 1.0507f * 1.6732f * (exp_fast(minimum(x, zero)) - 1.0f);
+            return x >= 0.0f ? 1.0507f * x : e;
         }
         // .5x(1 + tanh(u)) = x * sigmoid(2u)
         case Activation::gelu: return x * sigmoid(2.0f * (0.797885f * x + 0.035677f * x * x * x));
         case Activation::plse:
-            return x < -4 ? 0.01f * (x + 4) : (x > 4 ? 0.01f * (x - 4) + 1.0f : 0.125f * x + 0.5f);
-        case Activation::hardtan: return std::min(std::max(x, -1.0f), 1.0f);
-        case Activation::lhtan: return x < 0 ? 0.001f * x : (x > 1 ? 0.001f * (x - 1) + 1.0f : x);
-        case Activation::stair: {
-            const float n = std::floor(x), half = std::floor(x / 2);
-            return std::fmod(n, 2.0f) == 0 ? half : (x - n) + half;
-        }
+            return x < -4.0f ? 0.01f * (x + 4.0f) : (x > 4.0f ? 0.01f * (x - 4.0f) + 1.0f : 0.125f * x + 0.5f);
+        case Activation::hardtan: return minimum(maximum(x, splat<V>(-1.0f)), splat<V>(1.0f));
+        case Activation::lhtan: return x < 0.0f ? 0.001f * x : (x > 1.0f ? 0.001f * (x - 1.0f) + 1.0f : x);
+        case Activation::stair:   // floor and fmod have no vector form here: lane by lane
+            if constexpr (lanes<V>() == 1) {
+                return stair(x);
+            } else {
+                V y;
+                for (int64_t i = 0; i < lanes<V>(); ++i) y[i] = stair(x[i]);
+                return y;
+            }
         case Activation::swish: return x * sigmoid(x);
         // tanh(log(1 + e^x)) = e^x (e^x + 2) / (e^x (e^x + 2) + 2); darknet's softplus is x itself above 20
         case Activation::mish: {
-            const float e = exp_fast(std::min(x, 20.0f)), q = e * (e + 2.0f);
-            return x > 20 ? x : x * q / (q + 2.0f);
+            const V e = exp_fast(minimum(x, splat<V>(20.0f))), q = e * (e + 2.0f);
+            return x > 20.0f ? x : x * q / (q + 2.0f);
         }
-        case Activation::hard_mish: return x > 0 ? x : (x > -2 ? 0.5f * x * x + x : 0.0f);
+        case Activation::hard_mish: return x > 0.0f ? x : (x > -2.0f ? 0.5f * x * x + x : zero);
     }
     return x;
 }
 
+// y[i] = act(x[i] * scale + shift) (y may be x): whole vectors, then the last values one by one.
 template <Activation A>
-DARKNET_PY_INLINE void plane_loop(float* __restrict x, int64_t n, float scale, float shift) {
-    for (int64_t i = 0; i < n; ++i) x[i] = activate<A>(x[i] * scale + shift);
-}
+struct AffineRun {
+    template <class V>
+    static DARKNET_PY_INLINE void run(const float* x, float* y, int64_t n, float scale, float shift) {
+        int64_t i = 0;
+        for (; i + lanes<V>() <= n; i += lanes<V>()) store(y + i, activate<A>(load<V>(x + i) * scale + shift));
+        for (; i < n; ++i) y[i] = activate<A>(x[i] * scale + shift);
+    }
+};
 
 struct Named { const char* name; Activation act; };
 const Named NAMES[] = {
@@ -121,10 +144,10 @@ std::vector<std::string> activation_names() {
     return names;
 }
 
-DARKNET_PY_SIMD_CLONES
-void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act) {
+void affine_activate_copy(const float* x, float* y, int64_t n, float scale, float shift, Activation act) {
     switch (act) {
-#define DARKNET_PY_CASE(A) case Activation::A: plane_loop<Activation::A>(x, n, scale, shift); break;
+#define DARKNET_PY_CASE(A) \
+    case Activation::A: simd_run<AffineRun<Activation::A>>(x, y, n, scale, shift); break;
         DARKNET_PY_CASE(linear) DARKNET_PY_CASE(logistic) DARKNET_PY_CASE(loggy) DARKNET_PY_CASE(tanh)
         DARKNET_PY_CASE(relu) DARKNET_PY_CASE(relu6) DARKNET_PY_CASE(leaky) DARKNET_PY_CASE(relie)
         DARKNET_PY_CASE(ramp) DARKNET_PY_CASE(elu) DARKNET_PY_CASE(selu) DARKNET_PY_CASE(gelu)
@@ -132,6 +155,10 @@ void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activa
         DARKNET_PY_CASE(swish) DARKNET_PY_CASE(mish) DARKNET_PY_CASE(hard_mish)
 #undef DARKNET_PY_CASE
     }
+}
+
+void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act) {
+    affine_activate_copy(x, x, n, scale, shift, act);
 }
 
 void affine_activate(float* x, int64_t planes, int64_t channels, int64_t spatial, const float* scale,

@@ -19,6 +19,8 @@ std::vector<std::string> activation_names();
 
 // One plane of n values: x[i] = act(x[i] * scale + shift).
 void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act);
+// y[i] = act(x[i] * scale + shift) for n values (y may be x).
+void affine_activate_copy(const float* x, float* y, int64_t n, float scale, float shift, Activation act);
 
 // planes = batch * channels planes of `spatial` values each; plane p uses channel p % channels. scale may be
 // null (1). Parallel over planes.

@@ -15,6 +15,7 @@
 #include "im2col.h"
 #include "parallel.h"
 #include "pooling.h"
+#include "simd.h"
 #include "winograd.h"
 
 namespace py = pybind11;
@@ -86,13 +87,16 @@ static WindowGeometry window(const py::array& x, int64_t kernel, int64_t stride_
 PYBIND11_MODULE(_C, m) {
     m.doc() = "darknet_py CPU kernels";
     m.def("im2col_gemm", [](py::array x, py::array weights, int64_t stride_h, int64_t stride_w, int64_t pad,
-                            int64_t dilation, py::object scale, py::object shift, const std::string& name) {
+                            int64_t dilation, py::object scale, py::object shift, const std::string& name,
+                            int64_t groups) {
         require_nchw(x, "x");
         require_float32_contiguous(weights, "weights");
-        if (weights.ndim() != 4 || weights.shape(1) != x.shape(1) || weights.shape(3) != weights.shape(2))
-            throw py::value_error("im2col_gemm: weights must have shape (filters, channels, size, size)");
+        if (groups < 1 || weights.ndim() != 4 || weights.shape(0) % groups || weights.shape(1) * groups != x.shape(1) ||
+            weights.shape(3) != weights.shape(2))
+            throw py::value_error("im2col_gemm: weights must have shape (filters, channels / groups, size, size), "
+                                  "filters a multiple of groups");
         const int64_t filters = weights.shape(0), size = weights.shape(2);
-        ConvGeometry g = geometry(x.shape(1), x.shape(2), x.shape(3), size, size, stride_h, stride_w, pad, pad,
+        ConvGeometry g = geometry(weights.shape(1), x.shape(2), x.shape(3), size, size, stride_h, stride_w, pad, pad,
                                   dilation, dilation);
         const Epilogue e = epilogue(scale, shift, name, filters);
         const int64_t batch = x.shape(0);
@@ -102,13 +106,14 @@ PYBIND11_MODULE(_C, m) {
         float* dst = y.mutable_data();
         {
             py::gil_scoped_release release;
-            darknet_py::im2col_gemm(src, batch, g, w, filters, e.scale, e.shift, e.act, dst);
+            darknet_py::im2col_gemm(src, batch, groups, g, w, filters, e.scale, e.shift, e.act, dst);
         }
         return y;
     }, py::arg("x"), py::arg("weights"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad"),
        py::arg("dilation") = 1, py::arg("scale") = py::none(), py::arg("shift") = py::none(),
-       py::arg("activation") = "linear", "convolution (square kernel, symmetric padding) as im2col + GEMM with the "
-       "fused epilogue activation(y * scale + shift); the columns are built a slice at a time");
+       py::arg("activation") = "linear", py::arg("groups") = 1, "convolution (square kernel, symmetric padding, "
+       "groups) as im2col + GEMM with the fused epilogue activation(y * scale + shift); the columns are built a slice "
+       "at a time, every group in one GEMM");
 
     m.def("fused_activations", &darknet_py::activation_names,
           "the activations affine_activate and depthwise_conv2d compute (the elementwise ones)");
@@ -153,6 +158,21 @@ PYBIND11_MODULE(_C, m) {
        py::arg("shift") = py::none(), py::arg("activation") = "linear",
        "depthwise convolution; with shift, the fused epilogue activation(y * scale + shift) per channel");
 
+    m.def("depthwise_thread_bytes", [](int64_t height, int64_t width, int64_t kernel, int64_t stride_h,
+                                       int64_t stride_w, int64_t offset, int64_t dilation, int64_t out_h,
+                                       int64_t out_w) {
+        if (kernel < 1 || stride_h < 1 || stride_w < 1 || dilation < 1 || offset < 0 || out_h < 1 || out_w < 1)
+            throw py::value_error("kernel, strides, dilation and output size must be >= 1 and offset >= 0");
+        const WindowGeometry g{height, width, out_h, out_w, kernel, stride_h, stride_w, offset, dilation};
+        return darknet_py::depthwise_thread_floats(g) * int64_t(sizeof(float));
+    }, py::arg("height"), py::arg("width"), py::arg("kernel"), py::arg("stride_h"), py::arg("stride_w"),
+       py::arg("offset"), py::arg("dilation"), py::arg("out_h"), py::arg("out_w"),
+       "bytes depthwise_conv2d allocates per thread for this geometry");
+
+    m.def("gemm_thread_bytes", [](int64_t k, int64_t n) {
+        return darknet_py::gemm_thread_floats(k, n) * int64_t(sizeof(float));
+    }, py::arg("k"), py::arg("n"), "bytes gemm and im2col_gemm allocate per thread for k rows (per group) of n columns");
+
     m.def("maxpool2d", [](py::array x, int64_t size, int64_t stride_h, int64_t stride_w, int64_t offset,
                           int64_t out_h, int64_t out_w) {
         require_nchw(x, "x");
@@ -170,7 +190,8 @@ PYBIND11_MODULE(_C, m) {
 
     m.attr("PACK_ROWS") = darknet_py::PACK_ROWS;
     m.attr("WINOGRAD_COLUMN_ALIGN") = darknet_py::WINOGRAD_COLUMN_ALIGN;
-    m.def("gemm_isa", &darknet_py::gemm_isa, "the instruction set of the GEMM kernel (avx512f, avx2, baseline)");
+    m.def("simd_isa", &darknet_py::simd_isa, "the instruction set the explicitly vectorized kernels (GEMM, depthwise) run "
+          "with: avx512f, avx2 or baseline (capped by DARKNET_PY_SIMD_ISA)");
 
     m.def("winograd_weights", [](py::array w, int64_t tile) {
         require_float32_contiguous(w, "w");
@@ -190,27 +211,33 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("w"), py::arg("tile"), "G w G^T of 3x3 weights (filters, channels, 3, 3) packed for winograd_conv: "
        "((tile+2)^2, ceil(filters / PACK_ROWS), channels, PACK_ROWS), rows past the filters zero");
 
-    m.def("gemm", [](py::array a, py::array b, py::object scale, py::object shift, const std::string& name) {
+    m.def("gemm", [](py::array a, py::array b, py::object scale, py::object shift, const std::string& name,
+                     int64_t groups) {
         require_float32_contiguous(a, "a");
         require_float32_contiguous(b, "b");
         const bool batched = b.ndim() == 3;
-        if (a.ndim() != 2 || (b.ndim() != 2 && !batched) || a.shape(1) != b.shape(b.ndim() - 2) || a.shape(0) < 1)
-            throw py::value_error("gemm: a must be (m, k) and b (k, n) or (batch, k, n)");
-        const int64_t rows = a.shape(0), k = a.shape(1), batch = batched ? b.shape(0) : 1, n = b.shape(b.ndim() - 1);
+        if (groups < 1 || a.ndim() != 2 || (b.ndim() != 2 && !batched) || a.shape(0) < 1 || a.shape(0) % groups ||
+            a.shape(1) * groups != b.shape(b.ndim() - 2))
+            throw py::value_error("gemm: a must be (m, k / groups) and b (k, n) or (batch, k, n), m a multiple of "
+                                  "groups");
+        const int64_t rows = a.shape(0), k = b.shape(b.ndim() - 2), batch = batched ? b.shape(0) : 1;
+        const int64_t n = b.shape(b.ndim() - 1);
         const Epilogue e = epilogue(scale, shift, name, rows);
         FloatArray y(batched ? std::vector<py::ssize_t>{batch, rows, n} : std::vector<py::ssize_t>{rows, n});
-        const darknet_py::LeftMatrix left{static_cast<const float*>(a.data()), rows, k, k, false};
+        const darknet_py::LeftMatrix left{static_cast<const float*>(a.data()), rows / groups, a.shape(1), a.shape(1),
+                                          false};
         const float* src = static_cast<const float*>(b.data());
         float* dst = y.mutable_data();
         {
             py::gil_scoped_release release;
             for (int64_t i = 0; i < batch; ++i)
-                darknet_py::gemm(left, src + i * k * n, n, n, dst + i * rows * n, n, e.scale, e.shift, e.act);
+                darknet_py::gemm(left, groups, src + i * k * n, n, n, dst + i * rows * n, n, e.scale, e.shift, e.act);
         }
         return y;
     }, py::arg("a"), py::arg("b"), py::arg("scale") = py::none(), py::arg("shift") = py::none(),
-       py::arg("activation") = "linear", "activation(a @ b * scale[row] + shift[row]) for a (m, k) and b (k, n) or "
-       "(batch, k, n), on the kernels' threads");
+       py::arg("activation") = "linear", py::arg("groups") = 1, "activation(a @ b * scale[row] + shift[row]) for a "
+       "(m, k) and b (k, n) or (batch, k, n), on the kernels' threads; with groups, row block g of a (m / groups rows "
+       "of k / groups) times row block g of b, all in one GEMM");
 
     m.def("winograd_conv", [](py::array x, py::array packed, int64_t filters, int64_t pad, int64_t tile,
                               py::object scale, py::object shift, const std::string& name) {

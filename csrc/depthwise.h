@@ -13,4 +13,7 @@ namespace darknet_py {
 void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t batch, int64_t channels,
                       const WindowGeometry& g, const float* scale, const float* shift, Activation act);
 
+// Floats depthwise_conv2d allocates per thread for this geometry.
+int64_t depthwise_thread_floats(const WindowGeometry& g);
+
 }  // namespace darknet_py

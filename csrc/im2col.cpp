@@ -43,18 +43,16 @@ void fill_row(const float* image, const ConvGeometry& g, int64_t row, int64_t fi
 
 }  // namespace
 
-void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, const float* weights, int64_t filters,
-                 const float* scale, const float* shift, Activation act, float* y) {
-    const int64_t rows = g.rows(), cols = g.cols();
-    const LeftMatrix a{weights, filters, rows, rows, false};
+void im2col_gemm(const float* images, int64_t batch, int64_t groups, const ConvGeometry& g, const float* weights,
+                 int64_t filters, const float* scale, const float* shift, Activation act, float* y) {
+    const int64_t rows = g.rows(), cols = g.cols(), group_plane = g.channels * g.height * g.width;
+    const LeftMatrix a{weights, filters / groups, rows, rows, false};
     for (int64_t i = 0; i < batch; ++i) {
-        const float* image = images + i * g.channels * g.height * g.width;
-        gemm(a, cols, [&](int64_t first, int64_t last, float* buffer, int64_t* ldb) {
+        const float* image = images + i * groups * group_plane;
+        gemm(a, groups, cols, [&](int64_t group, int64_t first, int64_t last, float* panel, int64_t stride) {
             for (int64_t row = 0; row < rows; ++row)
-                fill_row(image, g, row, first, last, buffer + row * (last - first));
-            *ldb = last - first;
-            return buffer;
-        }, true, y + i * filters * cols, cols, scale, shift, act);
+                fill_row(image + group * group_plane, g, row, first, last, panel + row * stride);
+        }, y + i * filters * cols, cols, scale, shift, act);
     }
 }
 

@@ -7,7 +7,7 @@
 
 namespace darknet_py {
 
-struct ConvGeometry {
+struct ConvGeometry {   // of one group
     int64_t channels, height, width;
     int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
     int64_t out_h() const { return (height + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) / stride_h + 1; }
@@ -17,10 +17,11 @@ struct ConvGeometry {
 };
 
 // y (batch, filters, out_h*out_w) = act((W @ columns) * scale[f] + shift[f]) for each image of images (batch,
-// channels, height, width), W the weights (filters x rows, row-major): the columns are built a slice at a time per
-// thread (never the whole matrix) and multiplied at once (csrc/gemm.h). scale may be null (1), shift null (no
-// affine map, no activation).
-void im2col_gemm(const float* images, int64_t batch, const ConvGeometry& g, const float* weights, int64_t filters,
-                 const float* scale, const float* shift, Activation act, float* y);
+// groups * channels, height, width), W the weights (filters x rows, row-major), in `groups` groups (g.channels
+// channels and filters / groups filters each): the columns are built a slice at a time per thread (never the
+// whole matrix) and multiplied at once, every group in one GEMM (csrc/gemm.h). scale may be null (1), shift null
+// (no affine map, no activation).
+void im2col_gemm(const float* images, int64_t batch, int64_t groups, const ConvGeometry& g, const float* weights,
+                 int64_t filters, const float* scale, const float* shift, Activation act, float* y);
 
 }  // namespace darknet_py

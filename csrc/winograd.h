@@ -7,11 +7,12 @@
 #include <cstdint>
 
 #include "activations.h"
+#include "gemm.h"
 
 namespace darknet_py {
 
-// The GEMMs run over the tiles padded to a multiple of this (whole vectors, no remainder path).
-constexpr int64_t WINOGRAD_COLUMN_ALIGN = 16;
+// The GEMMs run over the tiles padded to whole runs of the GEMM's vectors.
+constexpr int64_t WINOGRAD_COLUMN_ALIGN = COLUMN_ALIGN;
 
 // Tiles rounded up to WINOGRAD_COLUMN_ALIGN: the row length of the transformed input and of the products.
 int64_t winograd_row_stride(int64_t tiles);

@@ -354,26 +354,27 @@ class NumpyOps:
                                                dilation, out_h, out_w, _float32(scale), _float32(shift), activation)
         if path.startswith("winograd"):
             return self._winograd_conv(x, w, scale, shift, activation, pad, WINOGRAD_TILE[path])
-        if path in ("pointwise", "im2col") and groups == 1 and self._fused(x.dtype, activation) is not None:
+        if path in ("pointwise", "im2col") and self._fused(x.dtype, activation) is not None:
             return self._gemm_conv(x, w, scale, shift, activation, _Geometry(c, h, width, size, stride_x, stride_y,
-                                                                             pad, dilation), path)
+                                                                             pad, dilation), path, groups)
         z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
         return self.affine_activation(z, scale, shift, activation)
 
-    def _gemm_conv(self, x, w, scale, shift, activation, g, path):
-        """An ungrouped pointwise or im2col convolution in the C++ GEMM (csrc/gemm.h), epilogue fused, on the
-        kernels' threads (no BLAS threads competing with them); im2col columns are built a slice at a time."""
+    def _gemm_conv(self, x, w, scale, shift, activation, g, path, groups):
+        """A pointwise or im2col convolution in the C++ GEMM (csrc/gemm.h), every group in one call, epilogue
+        fused, on the kernels' threads (no BLAS threads competing with them); im2col columns are built a slice at
+        a time."""
         ext = _kernels()
         batch, filters = x.shape[0], w.shape[0]
         w, scale, shift = _float32(w), _float32(scale), _float32(shift)
         if path == "pointwise":
             xs = x if g.sx == g.sy == 1 else x[:, :, ::g.sy, ::g.sx]
-            columns = np.ascontiguousarray(xs).reshape(batch, x.shape[1], g.out_h * g.out_w)
-            out = ext.gemm(w.reshape(filters, -1), columns, scale, shift, activation)
+            columns = np.ascontiguousarray(xs, np.float32).reshape(batch, x.shape[1], g.out_h * g.out_w)
+            out = ext.gemm(w.reshape(filters, -1), columns, scale, shift, activation, groups)
             return out.reshape(batch, filters, g.out_h, g.out_w)
         if g.ext_matches_C:
-            return ext.im2col_gemm(_float32(x), w, g.sy, g.sx, g.off, g.d, scale, shift, activation)
-        return ext.im2col_gemm(_float32(g.pad(np, x)), w, g.sy, g.sx, 0, g.d, scale, shift, activation)
+            return ext.im2col_gemm(_float32(x), w, g.sy, g.sx, g.off, g.d, scale, shift, activation, groups)
+        return ext.im2col_gemm(_float32(g.pad(np, x)), w, g.sy, g.sx, 0, g.d, scale, shift, activation, groups)
 
     # Winograd (csrc/winograd.cpp) for inference 3x3 stride-1 convolutions: P GEMMs of (filters x channels) @
     # (channels x tiles) replace one of (filters x 9*channels) @ (9*channels x pixels), F(4x4, 3x3) (P = 36, 4x
@@ -420,19 +421,25 @@ class NumpyOps:
         padded = 0 if g.plain else g.c * g.ext_h * g.ext_w * item
         pixels = layer.out_h * layer.out_w
         twice = 2 if train else 1                   # backward: the gradient of each buffer as well
+        fused = not train and self._fused(self.dtype, layer.activation) is not None
         if path == "pointwise":
             strided = not layer.stride_x == layer.stride_y == 1
-            return path, 0, twice * batch * c * pixels * item if strided else 0
+            copy = twice * batch * c * pixels * item if strided else 0
+            # _gemm_conv: each thread's panel of the columns and tile of the output
+            return path, 0, copy + (_kernels().num_threads() * _kernels().gemm_thread_bytes(c // groups, pixels)
+                                    if fused else 0)
         if path == "depthwise":
-            return path, 0, _kernels().num_threads() * g.ext_h * g.ext_w * 4    # the kernel's padded plane per thread
+            return path, 0, _kernels().num_threads() * _kernels().depthwise_thread_bytes(
+                layer.h, layer.w, k, layer.stride_y, layer.stride_x, layer.padding * layer.dilation, layer.dilation,
+                layer.out_h, layer.out_w)
         if path == "depthwise-taps":
             return path, 0, twice * batch * padded + batch * filters * pixels * item
         if path == "im2col":
-            if not train and groups == 1 and self._fused(self.dtype, layer.activation) is not None:
-                # _gemm_conv: a slice of the columns per thread (at most 256 columns), and a padded copy of the
-                # batch where _C's symmetric padding does not give darknet's geometry
+            if fused:
+                # _gemm_conv: a slice of the columns per thread, and a padded copy of the batch where _C's symmetric
+                # padding does not give darknet's geometry
                 copy = 0 if g.ext_matches_C else batch * padded
-                return path, 0, copy + _kernels().num_threads() * g.c * k * k * min(pixels, 256) * item
+                return path, 0, copy + _kernels().num_threads() * _kernels().gemm_thread_bytes(g.c * k * k, pixels)
             return path, 0, twice * (g.c * k * k * pixels * item + padded)
         tile = WINOGRAD_TILE[path]
         points = (tile + 2) ** 2

@@ -54,10 +54,14 @@ def test_affine_activate_refuses_bad_input():
         _C.affine_activate(x.astype(np.float64), None, np.zeros(3, np.float32), "leaky")
 
 
-# c, h, w, size, stride_x, stride_y, pad, dilation
+# c, h, w, size, stride_x, stride_y, pad, dilation. Narrow outputs (the channel-interleaved kernel: one partial
+# block of channels, or 21 channels: a whole block of 16 and a partial one), then wide ones (each plane's output
+# grid over its stride phases)
 DEPTHWISE = [(3, 7, 9, 3, 1, 1, 1, 1), (4, 8, 8, 3, 2, 2, 1, 1), (2, 9, 7, 5, 1, 1, 2, 1), (5, 11, 10, 5, 2, 2, 2, 1),
              (3, 10, 9, 3, 1, 1, 1, 2), (2, 12, 13, 3, 2, 1, 0, 1), (3, 6, 5, 3, 1, 2, 2, 2), (2, 5, 6, 1, 1, 1, 0, 1),
-             (4, 3, 3, 5, 1, 1, 2, 1), (2, 13, 11, 4, 3, 2, 2, 1)]
+             (4, 3, 3, 5, 1, 1, 2, 1), (2, 13, 11, 4, 3, 2, 2, 1), (21, 9, 14, 9, 1, 1, 4, 1),
+             (3, 20, 37, 3, 1, 1, 1, 1), (4, 21, 40, 5, 2, 2, 2, 1), (2, 19, 35, 3, 1, 1, 1, 2), (2, 17, 33, 3, 2, 1, 0, 1),
+             (2, 18, 50, 3, 3, 2, 2, 1), (2, 9, 31, 7, 1, 2, 3, 1), (2, 6, 33, 1, 1, 1, 0, 1)]
 
 
 @pytest.mark.parametrize("geometry", DEPTHWISE)
@@ -271,30 +275,47 @@ def test_gemm_matches_numpy(shape):
         _C.gemm(a, np.zeros((k + 1, n), np.float32))
 
 
-GEMM_ISAS = ["baseline", "avx2", "avx512f"]       # narrowest first
-# the tests that run the GEMM kernel: rerun with each narrower variant below
-GEMM_TESTS = "gemm or winograd or conv2d_affine or fused_path or thread_count or im2col or empty_batch"
+@pytest.mark.parametrize("groups, m, k, n", [(2, 16, 6, 40), (3, 9, 4, 17), (4, 12, 33, 300)])
+def test_grouped_gemm_matches_numpy(groups, m, k, n):
+    """groups in one call: row block g of a (m/groups rows, k columns) times rows [g*k, (g+1)*k) of b."""
+    rng = np.random.default_rng([groups, m, k, n])
+    a = rng.normal(size=(m, k)).astype(np.float32)
+    b = rng.normal(size=(2, groups * k, n)).astype(np.float32)
+    scale, shift = rng.uniform(0.5, 2, m).astype(np.float32), rng.normal(size=m).astype(np.float32)
+    rows = m // groups
+    z = np.stack([np.concatenate([a[g * rows:(g + 1) * rows].astype(np.float64) @ image[g * k:(g + 1) * k]
+                                  for g in range(groups)]) for image in b])
+    z = z * scale[:, None] + shift[:, None]
+    np.testing.assert_allclose(_C.gemm(a, b, scale, shift, "leaky", groups), np.where(z > 0, z, 0.1 * z),
+                               rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="multiple of groups"):
+        _C.gemm(a[:m - 1], b, groups=groups)
 
 
-def test_gemm_isa_follows_its_environment_cap():
-    cap = os.environ.get("DARKNET_PY_GEMM_ISA")
-    if cap not in GEMM_ISAS:
-        pytest.skip("no DARKNET_PY_GEMM_ISA cap in this run")
-    assert GEMM_ISAS.index(_C.gemm_isa()) <= GEMM_ISAS.index(cap)
+SIMD_ISAS = ["baseline", "avx2", "avx512f"]       # narrowest first
+# the tests that run the explicitly vectorized kernels (simd.h): rerun with each narrower variant below
+SIMD_TESTS = "affine_activate or gemm or winograd or depthwise or conv2d_affine or fused_path or thread_count or im2col or empty_batch"
+
+
+def test_simd_isa_follows_its_environment_cap():
+    cap = os.environ.get("DARKNET_PY_SIMD_ISA")
+    if cap not in SIMD_ISAS:
+        pytest.skip("no DARKNET_PY_SIMD_ISA cap in this run")
+    assert SIMD_ISAS.index(_C.simd_isa()) <= SIMD_ISAS.index(cap)
 
 
 @pytest.mark.parametrize("isa", ["baseline", "avx2"])
-def test_narrower_gemm_variants_pass_the_kernel_tests(isa):
-    """The loader picks the widest GEMM variant the CPU has, so the plain run checks only that one; the others
+def test_narrower_simd_variants_pass_the_kernel_tests(isa):
+    """The kernels run the widest vector variant the CPU has, so the plain run checks only that one; the others
     (what a machine without AVX-512 runs) are checked here in a child pytest with the variant capped."""
-    if os.environ.get("DARKNET_PY_GEMM_ISA"):
+    if os.environ.get("DARKNET_PY_SIMD_ISA"):
         pytest.skip("already inside a capped run")
-    if GEMM_ISAS.index(_C.gemm_isa()) <= GEMM_ISAS.index(isa):
-        pytest.skip(f"this CPU's GEMM runs {_C.gemm_isa()}: the plain run checks it")
+    if SIMD_ISAS.index(_C.simd_isa()) <= SIMD_ISAS.index(isa):
+        pytest.skip(f"this CPU's kernels run {_C.simd_isa()}: the plain run checks it")
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
                            os.path.join(os.path.dirname(__file__), "test_extension.py"), "-k",
-                           f"({GEMM_TESTS}) and not narrower"],
-                          env={**os.environ, "DARKNET_PY_GEMM_ISA": isa}, capture_output=True, text=True, timeout=600)
+                           f"({SIMD_TESTS}) and not narrower"],
+                          env={**os.environ, "DARKNET_PY_SIMD_ISA": isa}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary, summary    # the cap test ran and held
