@@ -1,8 +1,12 @@
-"""CPU inference speed, ours vs OpenCV DNN in the same run: yolov4-tiny 416 and efficientnet_b0 224, batch 1.
+"""CPU inference speed, ours vs OpenCV DNN and onnxruntime in the same run: yolov4-tiny 416, efficientnet_b0 224
+and cfg/mixnet_m.cfg 224, batch 1.
 
     python benchmarks/cpu_infer.py [--repeat N] [--mode blocks|alternate] [--threads N] [--layers] [--nets a,b]
 
-Prints the median ms/image of both engines and the ratio ours/OpenCV (goal: <= 1.0). --mode blocks (default,
+Prints the median ms/image of the three engines and the ratios ours/OpenCV and ours/onnxruntime (goal: <= 1.0 for
+both). onnxruntime runs our own ONNX export of the same network and weights (intra-op threads = --threads, one
+inter-op thread, all graph optimizations). A net name is looked up in the project's cfg/ first, then in darknet's
+bundled cfgs. --mode blocks (default,
 the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in 3 rounds, so each
 keeps its thread pool warm as in real use. --mode alternate: the engines take turns image by image, so that load
 from other processes hits both alike; that costs OpenCV (its pool goes cold between calls: yolov4-tiny 34 ms in
@@ -77,13 +81,25 @@ def layer_breakdown(net, x, repeat):
     return totals
 
 
+def onnx_session(net, path, threads):
+    """An onnxruntime session of our ONNX export of net (batch 1), on `threads` intra-op threads (None: all)."""
+    import onnxruntime
+    from darknet_py.onnx_export import export_onnx
+    export_onnx(net, path, batch=1)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--mode", choices=("blocks", "alternate"), default="blocks")
     parser.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all)")
     parser.add_argument("--layers", action="store_true", help="our time per layer type")
-    parser.add_argument("--nets", default="yolov4-tiny,efficientnet_b0")
+    parser.add_argument("--nets", default="yolov4-tiny,efficientnet_b0,mixnet_m")
     parser.add_argument("--shared", default=str(HERE.parent.parent / "shared" / "darknet"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -100,22 +116,30 @@ def main():
     print(f"load average before: {load_average()}")
     print(f"threads: OpenCV {cv2.getNumThreads()}, CPUs {os.cpu_count()}, limit {args.threads or 'none'}; "
           f"mode {args.mode}")
-    print(f"{'network':<20}{'ours ms':>10}{'OpenCV ms':>12}{'ratio':>8}")
+    print(f"{'network':<20}{'ours ms':>10}{'OpenCV ms':>12}{'ORT ms':>10}{'/OpenCV':>9}{'/ORT':>7}")
     breakdowns = {}
     for name in args.nets.split(","):
+        cfg = HERE.parent / "cfg" / f"{name}.cfg"
+        if not cfg.exists():
+            cfg = shared / "cfg" / f"{name}.cfg"
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / "w.weights"
-            net = reference_net(shared / "cfg" / f"{name}.cfg", weights)
+            net = reference_net(cfg, weights)
             x = image_blob(shared / "data" / "dog.jpg", net.width, net.height)
-            cvnet = cv2.dnn.readNetFromDarknet(str(shared / "cfg" / f"{name}.cfg"), str(weights))
+            cvnet = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+            ort_session = onnx_session(net, Path(tmp) / "net.onnx", args.threads)
         outputs = cvnet.getUnconnectedOutLayersNames()
+        ort_input = ort_session.get_inputs()[0].name
 
         def opencv():
             cvnet.setInput(x)
             cvnet.forward(outputs)
+        def onnxruntime():
+            ort_session.run(None, {ort_input: x})
         measure = in_blocks if args.mode == "blocks" else alternate
-        ours, theirs = measure([lambda: net.forward(x), opencv], args.repeat)
-        print(f"{name:<20}{1000 * ours:>10.1f}{1000 * theirs:>12.1f}{ours / theirs:>8.2f}", flush=True)
+        ours, cv_time, ort_time = measure([lambda: net.forward(x), opencv, onnxruntime], args.repeat)
+        print(f"{name:<20}{1000 * ours:>10.1f}{1000 * cv_time:>12.1f}{1000 * ort_time:>10.1f}"
+              f"{ours / cv_time:>9.2f}{ours / ort_time:>7.2f}", flush=True)
         if args.layers:
             breakdowns[name] = layer_breakdown(net, x, args.repeat)
     print(f"load average after: {load_average()}")

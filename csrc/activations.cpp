@@ -161,12 +161,21 @@ void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activa
     affine_activate_copy(x, x, n, scale, shift, act);
 }
 
-void affine_activate(float* x, int64_t planes, int64_t channels, int64_t spatial, const float* scale,
+void fold_batchnorm(const float* scales, const float* biases, const float* mean, const float* variance, int64_t n,
+                    float* scale, float* shift) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double a = double(scales[i]) / std::sqrt(double(variance[i]) + .00001);
+        scale[i] = float(a);
+        shift[i] = float(double(biases[i]) - double(mean[i]) * a);
+    }
+}
+
+void affine_activate(const float* x, float* y, int64_t planes, int64_t channels, int64_t spatial, const float* scale,
                      const float* shift, Activation act) {
     parallel_for(planes, [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
             const int64_t c = p % channels;
-            affine_activate_plane(x + p * spatial, spatial, scale ? scale[c] : 1.0f, shift[c], act);
+            affine_activate_copy(x + p * spatial, y + p * spatial, spatial, scale ? scale[c] : 1.0f, shift[c], act);
         }
     }, 1 + 16384 / std::max<int64_t>(1, spatial));
 }

@@ -22,9 +22,15 @@ void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activa
 // y[i] = act(x[i] * scale + shift) for n values (y may be x).
 void affine_activate_copy(const float* x, float* y, int64_t n, float scale, float shift, Activation act);
 
-// planes = batch * channels planes of `spatial` values each; plane p uses channel p % channels. scale may be
-// null (1). Parallel over planes.
-void affine_activate(float* x, int64_t planes, int64_t channels, int64_t spatial, const float* scale,
+// Inference batch normalization then scales and biases as one per-channel map z * scale + shift (darknet's
+// fuse_conv_batchnorm): scale = scales / sqrt(variance + .00001), shift = biases - mean * scale, for n channels,
+// computed in double and rounded once.
+void fold_batchnorm(const float* scales, const float* biases, const float* mean, const float* variance, int64_t n,
+                    float* scale, float* shift);
+
+// y = act(x * scale[c] + shift[c]) for planes = batch * channels planes of `spatial` values each (y may be x); plane
+// p uses channel p % channels. scale may be null (1). Parallel over planes.
+void affine_activate(const float* x, float* y, int64_t planes, int64_t channels, int64_t spatial, const float* scale,
                      const float* shift, Activation act);
 
 }  // namespace darknet_py

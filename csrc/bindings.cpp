@@ -129,9 +129,42 @@ PYBIND11_MODULE(_C, m) {
         Activation act = activation(name);
         float* data = static_cast<float*>(x.mutable_data());
         py::gil_scoped_release release;
-        darknet_py::affine_activate(data, planes, channels, spatial, a, b, act);
+        darknet_py::affine_activate(data, data, planes, channels, spatial, a, b, act);
     }, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("activation"),
        "in place: x[:, c] = activation(x[:, c] * scale[c] + shift[c]); scale may be None");
+
+    m.def("fold_batchnorm", [](py::array scales, py::array biases, py::array mean, py::array variance) {
+        for (const py::array* a : {&scales, &biases, &mean, &variance}) require_float32_contiguous(*a, "batchnorm arrays");
+        const int64_t n = scales.size();
+        if (biases.size() != n || mean.size() != n || variance.size() != n)
+            throw py::value_error("fold_batchnorm: scales, biases, mean and variance must have one length");
+        FloatArray scale({n}), shift({n});
+        darknet_py::fold_batchnorm(static_cast<const float*>(scales.data()), static_cast<const float*>(biases.data()),
+                                   static_cast<const float*>(mean.data()), static_cast<const float*>(variance.data()),
+                                   n, scale.mutable_data(), shift.mutable_data());
+        return py::make_tuple(scale, shift);
+    }, py::arg("scales"), py::arg("biases"), py::arg("rolling_mean"), py::arg("rolling_variance"),
+       "inference batch normalization as (scale, shift): scales / sqrt(variance + .00001), biases - mean * scale");
+
+    m.def("scale_planes", [](py::array x, py::array factors, const std::string& name) {
+        require_float32_contiguous(x, "x");
+        require_float32_contiguous(factors, "factors");
+        if (x.ndim() < 2 || factors.size() != x.shape(0) * x.shape(1))
+            throw py::value_error("scale_planes: x must be (batch, channels, ...) and factors hold batch * channels values");
+        const int64_t planes = x.shape(0) * x.shape(1), spatial = planes ? x.size() / planes : 0;
+        const Activation act = activation(name);
+        FloatArray y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        const std::vector<float> zeros(planes, 0.0f);
+        const float* src = static_cast<const float*>(x.data());
+        const float* f = static_cast<const float*>(factors.data());
+        float* dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            darknet_py::affine_activate(src, dst, planes, planes, spatial, f, zeros.data(), act);
+        }
+        return y;
+    }, py::arg("x"), py::arg("factors"), py::arg("activation") = "linear",
+       "activation(x[b, c] * factors[b, c]) per plane: a new array (squeeze-and-excitation's channel scaling)");
 
     m.def("depthwise_conv2d", [](py::array x, py::array weights, int64_t stride_h, int64_t stride_w, int64_t offset,
                                  int64_t dilation, int64_t out_h, int64_t out_w, py::object scale, py::object shift,
@@ -172,6 +205,18 @@ PYBIND11_MODULE(_C, m) {
     m.def("gemm_thread_bytes", [](int64_t k, int64_t n) {
         return darknet_py::gemm_thread_floats(k, n) * int64_t(sizeof(float));
     }, py::arg("k"), py::arg("n"), "bytes gemm and im2col_gemm allocate per thread for k rows (per group) of n columns");
+
+    m.def("global_avgpool", [](py::array x) {
+        require_nchw(x, "x");
+        FloatArray y({x.shape(0), x.shape(1), py::ssize_t(1), py::ssize_t(1)});
+        const float* src = static_cast<const float*>(x.data());
+        float* dst = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            darknet_py::global_avgpool(src, dst, x.shape(0) * x.shape(1), x.shape(2) * x.shape(3));
+        }
+        return y;
+    }, py::arg("x"), "the mean of each plane: (batch, channels, h, w) -> (batch, channels, 1, 1)");
 
     m.def("maxpool2d", [](py::array x, int64_t size, int64_t stride_h, int64_t stride_w, int64_t offset,
                           int64_t out_h, int64_t out_w) {
@@ -300,6 +345,24 @@ PYBIND11_MODULE(_C, m) {
         return out;
     }, py::arg("pieces"), "np.concatenate(pieces, axis=1) of float32 (batch, n_i) arrays with contiguous rows, "
        "copied on the kernels' threads");
+
+    m.def("add", [](const std::vector<py::array>& terms) {
+        if (terms.empty()) throw py::value_error("add: no arrays");
+        std::vector<const float*> pointers;
+        for (const py::array& t : terms) {
+            require_float32_contiguous(t, "add: each array");
+            if (t.ndim() != terms[0].ndim() || !std::equal(t.shape(), t.shape() + t.ndim(), terms[0].shape()))
+                throw py::value_error("add: the arrays must have one shape");
+            pointers.push_back(static_cast<const float*>(t.data()));
+        }
+        FloatArray out(std::vector<py::ssize_t>(terms[0].shape(), terms[0].shape() + terms[0].ndim()));
+        float* dst = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            darknet_py::add_floats(pointers, dst, out.size());
+        }
+        return out;
+    }, py::arg("terms"), "the sum of float32 arrays of one shape, added in order, as a new array");
 
     m.def("same_bytes", [](py::array a, py::array b) {
         if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style))

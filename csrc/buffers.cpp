@@ -5,12 +5,31 @@
 #include <cstring>
 
 #include "parallel.h"
+#include "simd.h"
 
 namespace darknet_py {
 
 namespace {
 constexpr int64_t BLOCK = 1 << 16;   // bytes per step: large enough for memcmp's and memcpy's full speed
-}
+
+struct AddRun {
+    template <class V>
+    static DARKNET_PY_INLINE void run(const float* const* terms, int64_t count, float* out, int64_t begin,
+                                      int64_t end) {
+        int64_t i = begin;
+        for (; i + lanes<V>() <= end; i += lanes<V>()) {
+            V sum = load<V>(terms[0] + i);
+            for (int64_t t = 1; t < count; ++t) sum += load<V>(terms[t] + i);
+            store(out + i, sum);
+        }
+        for (; i < end; ++i) {
+            float sum = terms[0][i];
+            for (int64_t t = 1; t < count; ++t) sum += terms[t][i];
+            out[i] = sum;
+        }
+    }
+};
+}  // namespace
 
 bool same_bytes(const void* a, const void* b, int64_t bytes) {
     const auto* pa = static_cast<const unsigned char*>(a);
@@ -35,6 +54,13 @@ void copy_bytes(const std::vector<ByteCopy>& copies) {
             std::memcpy(static_cast<unsigned char*>(copies[i].destination) + start,
                         static_cast<const unsigned char*>(copies[i].source) + start, size_t(n));
         }
+    }, 4);
+}
+
+void add_floats(const std::vector<const float*>& terms, float* out, int64_t n) {
+    constexpr int64_t FLOATS = BLOCK / sizeof(float);
+    parallel_for((n + FLOATS - 1) / FLOATS, [&](int64_t begin, int64_t end) {
+        simd_run<AddRun>(terms.data(), int64_t(terms.size()), out, begin * FLOATS, std::min(n, end * FLOATS));
     }, 4);
 }
 

@@ -1,4 +1,5 @@
-// Large buffers on the kernels' thread pool: byte comparison, and copies (a route layer's concatenation).
+// Large buffers on the kernels' thread pool: byte comparison, copies (a route layer's concatenation) and sums (a
+// shortcut layer's).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -17,5 +18,8 @@ struct ByteCopy {
 
 // Performs every copy, split into blocks over the threads.
 void copy_bytes(const std::vector<ByteCopy>& copies);
+
+// out[i] = terms[0][i] + terms[1][i] + ... (added in that order) for i < n.
+void add_floats(const std::vector<const float*>& terms, float* out, int64_t n);
 
 }  // namespace darknet_py

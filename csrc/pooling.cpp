@@ -38,7 +38,31 @@ void maxpool_plane(const float* __restrict in, float* __restrict out, const Wind
     }
 }
 
+// The sum of n values: lanes<V>() running sums over whole vectors, added up, then the last values.
+struct PlaneSum {
+    template <class V>
+    static DARKNET_PY_INLINE void run(const float* x, int64_t n, float* sum) {
+        V acc = {};
+        int64_t i = 0;
+        for (; i + lanes<V>() <= n; i += lanes<V>()) acc += load<V>(x + i);
+        float total = 0.0f;
+        for (int64_t l = 0; l < lanes<V>(); ++l) total += acc[l];
+        for (; i < n; ++i) total += x[i];
+        *sum = total;
+    }
+};
+
 }  // namespace
+
+void global_avgpool(const float* x, float* y, int64_t planes, int64_t spatial) {
+    parallel_for(planes, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+            float sum;
+            simd_run<PlaneSum>(x + p * spatial, spatial, &sum);
+            y[p] = sum / float(spatial);
+        }
+    }, 1 + 16384 / std::max<int64_t>(1, spatial));
+}
 
 void maxpool2d(const float* x, float* y, int64_t planes, const WindowGeometry& g) {
     const int64_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;

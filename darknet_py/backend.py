@@ -165,10 +165,17 @@ def _float32(a):
     return None if a is None else np.ascontiguousarray(a, np.float32)
 
 
+_C = None
+
+
 def _kernels():
     """darknet_py._C, imported on first use: without it `import darknet_py` still works, and the first kernel
-    call raises DarknetBuildError, which the CLI prints as one line."""
-    from ._ext import _C
+    call raises DarknetBuildError, which the CLI prints as one line. Kept once imported (an import statement costs
+    about a microsecond per call, several times per layer)."""
+    global _C
+    if _C is None:
+        from ._ext import _C as kernels
+        _C = kernels
     return _C
 
 
@@ -597,6 +604,16 @@ class NumpyOps:
         return (dz @ w if need_dx else None), dz.T @ x
 
     # -- batch normalization (the NumPy reference of CudaOps' kernels) ---------------------------------------------
+    def batchnorm_affine(self, scales, biases, rolling_mean, rolling_variance):
+        """Inference batch normalization then scales and biases as one per-channel map z * scale + shift
+        (darknet's fuse_conv_batchnorm): (scale, shift) = (scales / sqrt(rolling_variance + .00001), biases -
+        rolling_mean * scale); float32 in one C++ call (the NumPy expression costs ~13 us a layer)."""
+        arrays = (scales, biases, rolling_mean, rolling_variance)
+        if all(a.dtype == np.float32 for a in arrays):
+            return _kernels().fold_batchnorm(*(np.ascontiguousarray(a) for a in arrays))
+        scale = scales / np.sqrt(rolling_variance + BN_EPSILON)
+        return scale, biases - rolling_mean * scale
+
     def batchnorm_forward(self, x, scales, biases, rolling_mean, rolling_variance, train, activation="linear"):
         """Darknet's batch normalization of x (batch, channels, ...) per channel (axis 1), then scales, biases and
         the activation (layers/batchnorm.py has the formulas): (output, cache for batchnorm_backward).
@@ -765,7 +782,10 @@ class NumpyOps:
         return self._pool_unpad(dpadded, h, w, size, stride_x, stride_y, offset, out_h, out_w)
 
     def avgpool(self, x):
-        """Global average pooling: x (batch, c, h, w) -> (batch, c, 1, 1), the mean of each plane."""
+        """Global average pooling: x (batch, c, h, w) -> (batch, c, 1, 1), the mean of each plane (float32: on the
+        kernels' threads)."""
+        if x.dtype == np.float32:
+            return _kernels().global_avgpool(np.ascontiguousarray(x))
         return np.sum(x, axis=(2, 3), keepdims=True) / x.dtype.type(x.shape[2] * x.shape[3])
 
     def avgpool_backward(self, dy, h, w):
@@ -857,6 +877,9 @@ class NumpyOps:
         (batch, c_k, h, w) added to the first min(c, c_k) channels only; weights None (all 1) or normalized
         weights (n+1, 1 or c) (a row per summand: one factor, or one per channel). A new array."""
         c = x.shape[1]
+        if weights is None and all(src.shape == x.shape and src.dtype == x.dtype == np.float32 for src in sources):
+            # the plain residual sum, on the kernels' threads in one pass (the same additions, in the same order)
+            return _kernels().add([np.ascontiguousarray(x)] + [np.ascontiguousarray(src) for src in sources])
         z = x * channel_factor(weights[0], c) if weights is not None else x.copy()
         for k, src in enumerate(sources):
             m = min(c, src.shape[1])
@@ -885,7 +908,10 @@ class NumpyOps:
         return dx, grad
 
     def multiply(self, a, b):
-        """a * b for a (batch, c, h, w) and b of a's shape, (batch, c, 1, 1) or (batch, 1, h, w): a new array."""
+        """a * b for a (batch, c, h, w) and b of a's shape, (batch, c, 1, 1) or (batch, 1, h, w): a new array (per
+        channel in float32, squeeze-and-excitation's scaling: on the kernels' threads)."""
+        if a.dtype == b.dtype == np.float32 and b.shape == a.shape[:2] + (1, 1):
+            return _kernels().scale_planes(np.ascontiguousarray(a), np.ascontiguousarray(b))
         return a * b
 
     def add_product(self, out, a, b):

@@ -241,6 +241,27 @@ def test_concat_matches_numpy_concatenate():
         _C.concat([])
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 40, 1, 1), (1, 2, 33, 17), (3, 1, 4, 4)])
+def test_plane_kernels_match_numpy(shape):
+    """global_avgpool (the mean of each plane), scale_planes (x * factor per plane, then an activation) and add (a
+    sum of arrays in order) against NumPy in float64, on planes of whole vectors, a remainder, a single value."""
+    rng = np.random.default_rng(list(shape))
+    x = rng.normal(size=shape).astype(np.float32)
+    means = _C.global_avgpool(x)
+    assert means.shape == shape[:2] + (1, 1)
+    np.testing.assert_allclose(means, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    factors = rng.normal(size=shape[:2] + (1, 1)).astype(np.float32)
+    np.testing.assert_array_equal(_C.scale_planes(x, factors), x * factors)        # one product: exact
+    np.testing.assert_allclose(_C.scale_planes(x, factors, "swish"), activate(x.astype(np.float64) * factors,
+                                                                              "swish", np), **TOL)
+    terms = [x] + [rng.normal(size=shape).astype(np.float32) for _ in range(2)]
+    np.testing.assert_array_equal(_C.add(terms), terms[0] + terms[1] + terms[2])   # the same additions
+    with pytest.raises(ValueError, match="one shape"):
+        _C.add([x, np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32)])
+    with pytest.raises(ValueError, match="factors"):
+        _C.scale_planes(x, np.ones(shape[0] * shape[1] + 1, np.float32))
+
+
 @pytest.mark.parametrize("shapes", [((7, 5), (5, 9)), ((36, 6, 5), (36, 5, 4)), ((6, 5), (3, 5, 8)), ((1, 4), (4, 3))])
 def test_matmul_matches_numpy(shapes):
     rng = np.random.default_rng(5)
@@ -294,7 +315,7 @@ def test_grouped_gemm_matches_numpy(groups, m, k, n):
 
 SIMD_ISAS = ["baseline", "avx2", "avx512f"]       # narrowest first
 # the tests that run the explicitly vectorized kernels (simd.h): rerun with each narrower variant below
-SIMD_TESTS = "affine_activate or gemm or winograd or depthwise or conv2d_affine or fused_path or thread_count or im2col or empty_batch"
+SIMD_TESTS = "affine_activate or plane_kernels or gemm or winograd or depthwise or conv2d_affine or fused_path or thread_count or im2col or empty_batch"
 
 
 def test_simd_isa_follows_its_environment_cap():

@@ -14,8 +14,8 @@ Darknet facts (src/parser.c parse_convolutional, src/convolutional_layer.c):
 """
 from . import register
 from .base import Layer, darknet_float, fmt_shape
-from .batchnorm import (accumulate, bn_forward, bn_inference_affine, fold_batchnorm, image_input, layer_label,
-                        layer_params, weighted_names)
+from .batchnorm import (accumulate, bn_forward, fold_batchnorm, image_input, layer_label, layer_params,
+                        weighted_names)
 from ..activations import read_activation
 from ..backend import conv_output_size
 from ..errors import DarknetError
@@ -185,7 +185,8 @@ class Convolutional(Layer):
         # in one pass; nothing is kept for backward (it recomputes the pre-activation if ever called).
         self._z = self._bn = None
         params = self._params(net, weighted_names(self))
-        scale, shift = bn_inference_affine(params, ops.xp) if self.batch_normalize else (None, params["biases"])
+        scale, shift = ops.batchnorm_affine(params["scales"], params["biases"], params["rolling_mean"],
+                                            params["rolling_variance"]) if self.batch_normalize else (None, params["biases"])
         return ops.conv2d_affine_activation(x, params["weights"], scale, shift, self.activation, self.stride_x,
                                             self.stride_y, self.padding, self.dilation, self.groups)
 
