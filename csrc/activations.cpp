@@ -104,16 +104,44 @@ DARKNET_PY_INLINE V activate(V x) {
     return x;
 }
 
-// y[i] = act(x[i] * scale + shift) (y may be x): whole vectors, then the last values one by one.
-template <Activation A>
+// One scale or shift for every value (EACH false: p points at it) or one per value (EACH true: p[i]), as a float or
+// as the vector of lanes i, i+1, ...
+template <class V, bool EACH>
+DARKNET_PY_INLINE V coefficient(const float* p, int64_t i) {
+    if constexpr (EACH) {
+        return load<V>(p + i);
+    } else {
+        return splat<V>(*p);
+    }
+}
+
+// y[i] = act(x[i] * scale + shift) (y may be x), the coefficients per value or shared (coefficient): whole
+// vectors, then the last values one by one.
+template <Activation A, bool EACH>
 struct AffineRun {
     template <class V>
-    static DARKNET_PY_INLINE void run(const float* x, float* y, int64_t n, float scale, float shift) {
+    static DARKNET_PY_INLINE void run(const float* x, float* y, int64_t n, const float* scale, const float* shift) {
         int64_t i = 0;
-        for (; i + lanes<V>() <= n; i += lanes<V>()) store(y + i, activate<A>(load<V>(x + i) * scale + shift));
-        for (; i < n; ++i) y[i] = activate<A>(x[i] * scale + shift);
+        for (; i + lanes<V>() <= n; i += lanes<V>())
+            store(y + i, activate<A>(load<V>(x + i) * coefficient<V, EACH>(scale, i) + coefficient<V, EACH>(shift, i)));
+        for (; i < n; ++i)
+            y[i] = activate<A>(x[i] * coefficient<float, EACH>(scale, i) + coefficient<float, EACH>(shift, i));
     }
 };
+
+template <bool EACH>
+void affine_run(const float* x, float* y, int64_t n, const float* scale, const float* shift, Activation act) {
+    switch (act) {
+#define DARKNET_PY_CASE(A) \
+    case Activation::A: simd_run<AffineRun<Activation::A, EACH>>(x, y, n, scale, shift); break;
+        DARKNET_PY_CASE(linear) DARKNET_PY_CASE(logistic) DARKNET_PY_CASE(loggy) DARKNET_PY_CASE(tanh)
+        DARKNET_PY_CASE(relu) DARKNET_PY_CASE(relu6) DARKNET_PY_CASE(leaky) DARKNET_PY_CASE(relie)
+        DARKNET_PY_CASE(ramp) DARKNET_PY_CASE(elu) DARKNET_PY_CASE(selu) DARKNET_PY_CASE(gelu)
+        DARKNET_PY_CASE(plse) DARKNET_PY_CASE(hardtan) DARKNET_PY_CASE(lhtan) DARKNET_PY_CASE(stair)
+        DARKNET_PY_CASE(swish) DARKNET_PY_CASE(mish) DARKNET_PY_CASE(hard_mish)
+#undef DARKNET_PY_CASE
+    }
+}
 
 struct Named { const char* name; Activation act; };
 const Named NAMES[] = {
@@ -145,16 +173,12 @@ std::vector<std::string> activation_names() {
 }
 
 void affine_activate_copy(const float* x, float* y, int64_t n, float scale, float shift, Activation act) {
-    switch (act) {
-#define DARKNET_PY_CASE(A) \
-    case Activation::A: simd_run<AffineRun<Activation::A>>(x, y, n, scale, shift); break;
-        DARKNET_PY_CASE(linear) DARKNET_PY_CASE(logistic) DARKNET_PY_CASE(loggy) DARKNET_PY_CASE(tanh)
-        DARKNET_PY_CASE(relu) DARKNET_PY_CASE(relu6) DARKNET_PY_CASE(leaky) DARKNET_PY_CASE(relie)
-        DARKNET_PY_CASE(ramp) DARKNET_PY_CASE(elu) DARKNET_PY_CASE(selu) DARKNET_PY_CASE(gelu)
-        DARKNET_PY_CASE(plse) DARKNET_PY_CASE(hardtan) DARKNET_PY_CASE(lhtan) DARKNET_PY_CASE(stair)
-        DARKNET_PY_CASE(swish) DARKNET_PY_CASE(mish) DARKNET_PY_CASE(hard_mish)
-#undef DARKNET_PY_CASE
-    }
+    affine_run<false>(x, y, n, &scale, &shift, act);
+}
+
+void affine_activate_each(const float* x, float* y, int64_t n, const float* scale, const float* shift,
+                          Activation act) {
+    affine_run<true>(x, y, n, scale, shift, act);
 }
 
 void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act) {

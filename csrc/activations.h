@@ -22,6 +22,10 @@ void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activa
 // y[i] = act(x[i] * scale + shift) for n values (y may be x).
 void affine_activate_copy(const float* x, float* y, int64_t n, float scale, float shift, Activation act);
 
+// y[i] = act(x[i] * scale[i] + shift[i]) for n values (y may be x): a coefficient per value.
+void affine_activate_each(const float* x, float* y, int64_t n, const float* scale, const float* shift,
+                          Activation act);
+
 // Inference batch normalization then scales and biases as one per-channel map z * scale + shift (darknet's
 // fuse_conv_batchnorm): scale = scales / sqrt(variance + .00001), shift = biases - mean * scale, for n channels,
 // computed in double and rounded once.

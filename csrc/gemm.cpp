@@ -92,6 +92,78 @@ int64_t part_columns(int64_t k) {
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
+// Fewer columns than DOT_COLUMNS are computed as dot products along k instead: whole vectors of columns would be
+// mostly padding (n = 1, a squeeze-and-excitation layer's or a classifier's single pixel, uses one lane in 16).
+constexpr int64_t DOT_COLUMNS = 8;
+// Rows of A per dot-product step (one load of B serves them all) and per part of the work.
+constexpr int DOT_ROWS = 4;
+constexpr int64_t DOT_PART_ROWS = 32;
+
+// out[r][j] = row r of A (rows rows, stride lda) . row j of bt (n rows of k floats), r < rows, j < n.
+struct DotProducts {
+    template <class V>
+    static DARKNET_PY_INLINE void run(const float* a, int64_t lda, int64_t rows, int64_t k, const float* bt,
+                                      int64_t n, float* out, int64_t ldc) {
+        constexpr int64_t W = lanes<V>();
+        for (int64_t r0 = 0; r0 < rows; r0 += DOT_ROWS) {
+            const float* row_of[DOT_ROWS];
+            for (int r = 0; r < DOT_ROWS; ++r) row_of[r] = a + std::min<int64_t>(r0 + r, rows - 1) * lda;
+            for (int64_t j = 0; j < n; ++j) {
+                const float* column = bt + j * k;
+                V acc[DOT_ROWS] = {};
+                int64_t p = 0;
+                for (; p + W <= k; p += W) {
+                    const V b = load<V>(column + p);
+#pragma GCC unroll 4
+                    for (int r = 0; r < DOT_ROWS; ++r) acc[r] += load<V>(row_of[r] + p) * b;
+                }
+                for (int r = 0; r < DOT_ROWS && r0 + r < rows; ++r) {
+                    float sum = 0.0f;
+                    for (int64_t l = 0; l < W; ++l) sum += acc[r][l];
+                    for (int64_t q = p; q < k; ++q) sum += row_of[r][q] * column[q];
+                    out[(r0 + r) * ldc + j] = sum;
+                }
+            }
+        }
+    }
+};
+
+// gemm() for n < DOT_COLUMNS and a row-major A, in parts of DOT_PART_ROWS rows of one group: each thread copies
+// the group's B (k x n) and transposes it, computes the dot products into C and applies the epilogue there with
+// the rows' coefficients spread per value (gemm_thread_floats counts these four buffers).
+void dot_gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& columns, float* c, int64_t ldc,
+              const float* scale, const float* shift, Activation act) {
+    const int64_t parts = (a.m + DOT_PART_ROWS - 1) / DOT_PART_ROWS;
+    parallel_for(groups * parts, [&](int64_t begin, int64_t end) {
+        std::vector<float> b(a.k * n), bt(a.k * n), factors(DOT_PART_ROWS * n), offsets(DOT_PART_ROWS * n);
+        int64_t loaded = -1;
+        for (int64_t item = begin; item < end; ++item) {
+            const int64_t group = item / parts, row0 = item % parts * DOT_PART_ROWS;
+            const int64_t rows = std::min(DOT_PART_ROWS, a.m - row0);
+            if (group != loaded) {
+                loaded = group;
+                columns(group, 0, n, b.data(), n);
+                for (int64_t p = 0; p < a.k; ++p)
+                    for (int64_t j = 0; j < n; ++j) bt[j * a.k + p] = b[p * n + j];
+            }
+            float* out = c + (group * a.m + row0) * ldc;
+            simd_run<DotProducts>(a.data + (group * a.m + row0) * a.lda, a.lda, rows, a.k, bt.data(), n, out, ldc);
+            if (!shift) continue;
+            // the epilogue in one call over the part's rows (contiguous when ldc == n), a coefficient per value
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t row = group * a.m + row0 + r;
+                std::fill_n(factors.begin() + r * n, n, scale ? scale[row] : 1.0f);
+                std::fill_n(offsets.begin() + r * n, n, shift[row]);
+            }
+            for (int64_t r = 0; r < (ldc == n ? 1 : rows); ++r) {
+                const int64_t values = ldc == n ? rows * n : n;
+                affine_activate_each(out + r * ldc, out + r * ldc, values, factors.data() + r * n,
+                                     offsets.data() + r * n, act);
+            }
+        }
+    }, 1 + (1 << 16) / (DOT_PART_ROWS * std::max<int64_t>(1, a.k) * n));
+}
+
 }  // namespace
 
 void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, const float* b, int64_t ldb,
@@ -101,32 +173,35 @@ void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, con
 }
 
 int64_t gemm_thread_floats(int64_t k, int64_t n) {
-    return (k + PACK_ROWS) * round_up(std::min(part_columns(k), n), COLUMN_ALIGN);
+    if (n < DOT_COLUMNS) return 2 * (k + DOT_PART_ROWS) * n;
+    return k * (round_up(std::min(part_columns(k), n), COLUMN_ALIGN) + COLUMN_ALIGN) +
+           PACK_ROWS * round_up(std::min(part_columns(k), n), COLUMN_ALIGN);
 }
 
 void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& columns, float* c, int64_t ldc,
           const float* scale, const float* shift, Activation act) {
+    if (n < DOT_COLUMNS && !a.packed) return dot_gemm(a, groups, n, columns, c, ldc, scale, shift, act);
     const int64_t panels = packed_panels(a.m), width = part_columns(a.k), slices = (n + width - 1) / width;
-    const int64_t stride = round_up(std::min(width, n), COLUMN_ALIGN);   // gemm_thread_floats: (k + PACK_ROWS) x this
+    const int64_t stride = round_up(std::min(width, n), COLUMN_ALIGN);   // gemm_thread_floats counts the buffers
     // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
     parallel_for(slices * groups * panels, [&](int64_t begin, int64_t end) {
-        std::vector<float> panel_of_b(a.k * stride), tile(PACK_ROWS * stride);
+        std::vector<float> panel_of_b(a.k * (stride + COLUMN_ALIGN)), tile(PACK_ROWS * stride);
         int64_t loaded = -1;
         for (int64_t part = begin; part < end; ++part) {
             const int64_t index = part % panels, group = part / panels % groups, slice = part / (panels * groups);
             const int64_t first = slice * width, count = std::min(n - first, width);
-            const int64_t padded = round_up(count, COLUMN_ALIGN);
+            const int64_t padded = round_up(count, COLUMN_ALIGN), ldb = padded + COLUMN_ALIGN;
             if (part / panels != loaded) {
                 loaded = part / panels;
-                columns(group, first, first + count, panel_of_b.data(), padded);
+                columns(group, first, first + count, panel_of_b.data(), ldb);
                 for (int64_t r = 0; r < a.k; ++r)
-                    std::fill(panel_of_b.data() + r * padded + count, panel_of_b.data() + (r + 1) * padded, 0.0f);
+                    std::fill(panel_of_b.data() + r * ldb + count, panel_of_b.data() + r * ldb + padded, 0.0f);
             }
             // this panel of this group's A as a one-panel matrix
             const int64_t row0 = index * PACK_ROWS, rows = std::min(PACK_ROWS, a.m - row0);
             const int64_t offset = a.packed ? (group * panels + index) * PACK_ROWS * a.k : (group * a.m + row0) * a.lda;
             const LeftMatrix one{a.data + offset, rows, a.k, a.lda, a.packed};
-            gemm_block(one, 0, 1, panel_of_b.data(), padded, 0, padded, tile.data(), padded);
+            gemm_block(one, 0, 1, panel_of_b.data(), ldb, 0, padded, tile.data(), padded);
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
                 float* out = c + row * ldc + first;

@@ -827,7 +827,13 @@ class NumpyOps:
 
     def route(self, pieces, outputs):
         """[route]: (batch, outputs), the columns src[:, start:start + count] of each (src, start, count) of
-        `pieces` (src (batch, n)) side by side in order, then zeros up to `outputs` columns."""
+        `pieces` (src (batch, n)) side by side in order, then zeros up to `outputs` columns. One piece that is
+        contiguous in memory (batch 1, or all of src: a [route] that only selects a group of channels) is returned
+        as a view of src, without a copy (layer outputs are never written in place)."""
+        if len(pieces) == 1:
+            src, start, count = pieces[0]
+            if count == outputs and (src.shape[0] == 1 or count == src.shape[1]):
+                return src[:, start:start + count]
         out = self.concat([src[:, start:start + count] for src, start, count in pieces])
         if out.shape[1] < outputs:
             out = np.concatenate([out, np.zeros((out.shape[0], outputs - out.shape[1]), dtype=out.dtype)], 1)

@@ -275,7 +275,9 @@ def test_matmul_matches_numpy(shapes):
 
 
 # (m, k, n): rows not a multiple of the panel, columns in wide blocks, single vectors and a remainder
-GEMM_SHAPES = [(1, 1, 1), (8, 3, 16), (13, 7, 33), (20, 64, 47), (64, 288, 100), (3, 5, 600), (9, 0, 5)]
+# fewer than 8 columns take the dot-product path: rows past a multiple of 4 and of 32, k past whole vectors
+GEMM_SHAPES = [(1, 1, 1), (8, 3, 16), (13, 7, 33), (20, 64, 47), (64, 288, 100), (3, 5, 600), (9, 0, 5),
+               (37, 70, 1), (70, 21, 7), (5, 16, 2)]
 
 
 @pytest.mark.parametrize("shape", GEMM_SHAPES)
@@ -296,7 +298,8 @@ def test_gemm_matches_numpy(shape):
         _C.gemm(a, np.zeros((k + 1, n), np.float32))
 
 
-@pytest.mark.parametrize("groups, m, k, n", [(2, 16, 6, 40), (3, 9, 4, 17), (4, 12, 33, 300)])
+@pytest.mark.parametrize("groups, m, k, n", [(2, 16, 6, 40), (3, 9, 4, 17), (4, 12, 33, 300), (3, 99, 20, 1),
+                                             (2, 14, 35, 6)])
 def test_grouped_gemm_matches_numpy(groups, m, k, n):
     """groups in one call: row block g of a (m/groups rows, k columns) times rows [g*k, (g+1)*k) of b."""
     rng = np.random.default_rng([groups, m, k, n])

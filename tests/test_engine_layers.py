@@ -929,3 +929,20 @@ def test_float32_in_float32_out(tmp_path, index, train):
     for layer in net.layers:
         assert layer.delta.dtype == np.float32, layer.kind
     assert all(g.dtype == np.float32 for layer in net.layers for g in layer.grads.values())
+
+
+def test_route_of_one_contiguous_piece_is_a_view():
+    """A [route] that selects one group of channels of one image, or all of one layer, shares that layer's output
+    (no copy); a slice that is not contiguous (several images) is copied. Values are the columns either way."""
+    ops = NumpyOps()
+    src = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)
+    group = ops.route([(src[:1], 4, 4)], 4)
+    assert np.shares_memory(group, src) and group.flags.c_contiguous
+    np.testing.assert_array_equal(group, src[:1, 4:8])
+    whole = ops.route([(src, 0, 12)], 12)
+    assert np.shares_memory(whole, src)
+    batch = ops.route([(src, 4, 4)], 4)
+    assert not np.shares_memory(batch, src) and batch.flags.c_contiguous
+    np.testing.assert_array_equal(batch, src[:, 4:8])
+    padded = ops.route([(src[:1], 4, 4)], 6)
+    np.testing.assert_array_equal(padded, np.concatenate([src[:1, 4:8], np.zeros((1, 2), np.float32)], 1))
