@@ -48,7 +48,8 @@ DARKNET_PY_INLINE void block(const float* __restrict a, int64_t lda, int64_t k, 
 // B is read in slices of columns whose part (k x slice) stays in L2 while the panels pass over it.
 constexpr int64_t B_SLICE_FLOATS = 1 << 16;   // 256 KiB
 
-// gemm_block: blocks of NV vectors, then single vectors (the columns are a multiple of COLUMN_ALIGN).
+// gemm_block: strips of NV vectors of columns, then single vectors (the columns are a multiple of COLUMN_ALIGN),
+// each strip multiplied by every panel in turn while it is in L1 (k x NV vectors: 16 KiB for k = 128 on AVX-512).
 template <class V, int NV, bool PACKED>
 DARKNET_PY_INLINE void panels(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, const float* b,
                               int64_t ldb, int64_t column_begin, int64_t column_end, float* c, int64_t ldc) {
@@ -57,14 +58,17 @@ DARKNET_PY_INLINE void panels(const LeftMatrix& a, int64_t panel_begin, int64_t 
     for (int64_t start = column_begin; start < column_end; start += slice) {
         const int64_t stop = std::min(column_end, start + slice);
         const int64_t wide_end = start + (stop - start) / WIDE * WIDE;
-        for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-            const float* rows_of_a = a.data + panel * PACK_ROWS * (PACKED ? a.k : a.lda);
-            const int64_t rows = std::min(PACK_ROWS, a.m - panel * PACK_ROWS);
-            float* out = c + panel * PACK_ROWS * ldc;
-            for (int64_t j = start; j < wide_end; j += WIDE)
-                block<V, NV, PACKED>(rows_of_a, a.lda, a.k, b + j, ldb, out + j, ldc, rows);
-            for (int64_t j = wide_end; j < stop; j += W)
-                block<V, 1, PACKED>(rows_of_a, a.lda, a.k, b + j, ldb, out + j, ldc, rows);
+        for (int64_t j = start; j < stop; j += j < wide_end ? WIDE : W) {
+            for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+                const float* rows_of_a = a.data + panel * PACK_ROWS * (PACKED ? a.k : a.lda);
+                const int64_t rows = std::min(PACK_ROWS, a.m - panel * PACK_ROWS);
+                float* out = c + panel * PACK_ROWS * ldc + j;
+                if (j < wide_end) {
+                    block<V, NV, PACKED>(rows_of_a, a.lda, a.k, b + j, ldb, out, ldc, rows);
+                } else {
+                    block<V, 1, PACKED>(rows_of_a, a.lda, a.k, b + j, ldb, out, ldc, rows);
+                }
+            }
         }
     }
 }
@@ -91,6 +95,9 @@ int64_t part_columns(int64_t k) {
 }
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// Panels of A per part of gemm(): each strip of B serves them all while it is in L1.
+constexpr int64_t PART_PANELS = 4;
 
 // Fewer columns than DOT_COLUMNS are computed as dot products along k instead: whole vectors of columns would be
 // mostly padding (n = 1, a squeeze-and-excitation layer's or a classifier's single pixel, uses one lane in 16).
@@ -175,33 +182,35 @@ void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, con
 int64_t gemm_thread_floats(int64_t k, int64_t n) {
     if (n < DOT_COLUMNS) return 2 * (k + DOT_PART_ROWS) * n;
     return k * (round_up(std::min(part_columns(k), n), COLUMN_ALIGN) + COLUMN_ALIGN) +
-           PACK_ROWS * round_up(std::min(part_columns(k), n), COLUMN_ALIGN);
+           PART_PANELS * PACK_ROWS * round_up(std::min(part_columns(k), n), COLUMN_ALIGN);
 }
 
 void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& columns, float* c, int64_t ldc,
           const float* scale, const float* shift, Activation act) {
     if (n < DOT_COLUMNS && !a.packed) return dot_gemm(a, groups, n, columns, c, ldc, scale, shift, act);
-    const int64_t panels = packed_panels(a.m), width = part_columns(a.k), slices = (n + width - 1) / width;
+    const int64_t panels = packed_panels(a.m), chunks = (panels + PART_PANELS - 1) / PART_PANELS;
+    const int64_t width = part_columns(a.k), slices = (n + width - 1) / width;
     const int64_t stride = round_up(std::min(width, n), COLUMN_ALIGN);   // gemm_thread_floats counts the buffers
     // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
-    parallel_for(slices * groups * panels, [&](int64_t begin, int64_t end) {
-        std::vector<float> panel_of_b(a.k * (stride + COLUMN_ALIGN)), tile(PACK_ROWS * stride);
+    parallel_for(slices * groups * chunks, [&](int64_t begin, int64_t end) {
+        std::vector<float> panel_of_b(a.k * (stride + COLUMN_ALIGN)), tile(PART_PANELS * PACK_ROWS * stride);
         int64_t loaded = -1;
         for (int64_t part = begin; part < end; ++part) {
-            const int64_t index = part % panels, group = part / panels % groups, slice = part / (panels * groups);
+            const int64_t chunk = part % chunks, group = part / chunks % groups, slice = part / (chunks * groups);
             const int64_t first = slice * width, count = std::min(n - first, width);
             const int64_t padded = round_up(count, COLUMN_ALIGN), ldb = padded + COLUMN_ALIGN;
-            if (part / panels != loaded) {
-                loaded = part / panels;
+            if (part / chunks != loaded) {
+                loaded = part / chunks;
                 columns(group, first, first + count, panel_of_b.data(), ldb);
                 for (int64_t r = 0; r < a.k; ++r)
                     std::fill(panel_of_b.data() + r * ldb + count, panel_of_b.data() + r * ldb + padded, 0.0f);
             }
-            // this panel of this group's A as a one-panel matrix
-            const int64_t row0 = index * PACK_ROWS, rows = std::min(PACK_ROWS, a.m - row0);
-            const int64_t offset = a.packed ? (group * panels + index) * PACK_ROWS * a.k : (group * a.m + row0) * a.lda;
-            const LeftMatrix one{a.data + offset, rows, a.k, a.lda, a.packed};
-            gemm_block(one, 0, 1, panel_of_b.data(), ldb, 0, padded, tile.data(), padded);
+            // this chunk of panels of this group's A as a matrix of its own
+            const int64_t panel0 = chunk * PART_PANELS, row0 = panel0 * PACK_ROWS;
+            const int64_t rows = std::min(PART_PANELS * PACK_ROWS, a.m - row0);
+            const int64_t offset = a.packed ? (group * panels + panel0) * PACK_ROWS * a.k : (group * a.m + row0) * a.lda;
+            const LeftMatrix part_of_a{a.data + offset, rows, a.k, a.lda, a.packed};
+            gemm_block(part_of_a, 0, packed_panels(rows), panel_of_b.data(), ldb, 0, padded, tile.data(), padded);
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
                 float* out = c + row * ldc + first;
@@ -213,7 +222,7 @@ void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& co
                 }
             }
         }
-    }, 1 + (1 << 16) / (PACK_ROWS * std::max<int64_t>(1, a.k) * width));
+    }, 1 + (1 << 16) / (PART_PANELS * PACK_ROWS * std::max<int64_t>(1, a.k) * width));
 }
 
 void gemm(const LeftMatrix& a, int64_t groups, const float* b, int64_t ldb, int64_t n, float* c, int64_t ldc,
