@@ -4,7 +4,7 @@ and cfg/mixnet_m.cfg 224, batch 1.
     python benchmarks/cpu_infer.py [--repeat N] [--mode blocks|alternate] [--threads N] [--layers] [--nets a,b]
 
 Prints the median ms/image of the three engines and the ratios ours/OpenCV and ours/onnxruntime (goal: <= 1.0 for
-both). onnxruntime runs our own ONNX export of the same network and weights (intra-op threads = --threads, one
+both), with the lowest and highest ratio of the rounds' medians (their spread). onnxruntime runs our own ONNX export of the same network and weights (intra-op threads = --threads, one
 inter-op thread, all graph optimizations). A net name is looked up in the project's cfg/ first, then in darknet's
 bundled cfgs. --mode blocks (default,
 the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in 3 rounds, so each
@@ -34,21 +34,22 @@ def load_average():
 
 
 def in_blocks(fns, repeat, rounds=3):
-    """Median seconds per call of each function, each called `repeat` times in a row (after one warm-up call),
-    the functions taking turns for `rounds` rounds."""
-    times = [[] for _ in fns]
-    for _ in range(rounds):
+    """Seconds per call of each function, each called `repeat` times in a row (after one warm-up call), the
+    functions taking turns for `rounds` rounds: (median over all calls, [median of each round]) per function."""
+    times = [[[] for _ in range(rounds)] for _ in fns]
+    for r in range(rounds):
         for fn, record in zip(fns, times):
             fn()
             for _ in range(repeat):
                 start = time.perf_counter()
                 fn()
-                record.append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+                record[r].append(time.perf_counter() - start)
+    return [(float(np.median(sum(t, []))), [float(np.median(part)) for part in t]) for t in times]
 
 
 def alternate(fns, repeat):
-    """Median seconds per call of each function, calling them in turn `repeat` times after one warm-up each."""
+    """Seconds per call of each function, calling them in turn `repeat` times after one warm-up each: (median,
+    [that median]) per function, as in_blocks gives them."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
@@ -57,7 +58,7 @@ def alternate(fns, repeat):
             start = time.perf_counter()
             fn()
             record.append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+    return [(float(np.median(t)), [float(np.median(t))]) for t in times]
 
 
 def layer_breakdown(net, x, repeat):
@@ -79,6 +80,12 @@ def layer_breakdown(net, x, repeat):
             key += f" {layer.activation}"
         totals[key] += 1000 * float(np.median(per_layer[layer.index]))
     return totals
+
+
+def spread(ours, theirs):
+    """The lowest and highest ratio of ours to theirs over the rounds (each round's medians)."""
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def onnx_session(net, path, threads):
@@ -137,9 +144,11 @@ def main():
         def onnxruntime():
             ort_session.run(None, {ort_input: x})
         measure = in_blocks if args.mode == "blocks" else alternate
-        ours, cv_time, ort_time = measure([lambda: net.forward(x), opencv, onnxruntime], args.repeat)
+        (ours, our_rounds), (cv_time, cv_rounds), (ort_time, ort_rounds) = measure(
+            [lambda: net.forward(x), opencv, onnxruntime], args.repeat)
         print(f"{name:<20}{1000 * ours:>10.1f}{1000 * cv_time:>12.1f}{1000 * ort_time:>10.1f}"
-              f"{ours / cv_time:>9.2f}{ours / ort_time:>7.2f}", flush=True)
+              f"{ours / cv_time:>9.2f}{ours / ort_time:>7.2f}   rounds /OpenCV {spread(our_rounds, cv_rounds)}, "
+              f"/ORT {spread(our_rounds, ort_rounds)}", flush=True)
         if args.layers:
             breakdowns[name] = layer_breakdown(net, x, args.repeat)
     print(f"load average after: {load_average()}")
