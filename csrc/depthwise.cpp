@@ -25,7 +25,6 @@ struct Phases {
     int64_t rows, row, size;           // rows and floats per row of a phase; floats per phase (rows * row)
     int64_t grid;                      // output grid floats, rounded up to whole blocks
     int64_t buffer;                    // floats of the phases plus the reads past them (grid blocks past out_w)
-    int64_t padded_row;                // a padded input row (stride_w * row floats), rounded up to a block
     std::vector<int64_t> tap;          // where tap ky*kernel + kx reads, relative to the output's grid index
 };
 
@@ -36,7 +35,6 @@ Phases phases_of(const WindowGeometry& g) {
     p.row = g.out_w + reach / g.stride_w;
     p.size = p.rows * p.row;
     p.grid = (g.out_h * p.row + BLOCK - 1) / BLOCK * BLOCK;
-    p.padded_row = (g.stride_w * p.row + BLOCK - 1) / BLOCK * BLOCK;
     p.tap.resize(g.kernel * g.kernel);
     int64_t furthest = 0;
     for (int64_t ky = 0; ky < g.kernel; ++ky) {
@@ -68,29 +66,48 @@ DARKNET_PY_INLINE void zero_run(float* dst, int64_t n) {
 }
 
 // Padded input row y (zeros outside the plane) into its stride_w column phases, `row` floats each from `phase0`
-// on, `phase_size` apart. Stride 1: the padded row is the phase; otherwise it is built in `padded` first.
+// on, `phase_size` apart: phase b's column c is padded column c * stride_w + b, input column c * stride_w + b -
+// offset. Stride 1: the padded row is the phase. Otherwise the phases are gathered from the input row itself: read
+// back from a buffer just written, unaligned, the loads would wait for the stores (no store forwarding).
 template <class V>
 DARKNET_PY_INLINE void split_row(const float* __restrict plane, int64_t y, const WindowGeometry& g, int64_t row,
-                                 float* __restrict padded, float* __restrict phase0, int64_t phase_size) {
+                                 float* __restrict phase0, int64_t phase_size) {
     const int64_t length = g.stride_w * row;
-    const int64_t first = std::min(g.offset, length), last = std::clamp(g.offset + g.width, first, length);
-    float* line = g.stride_w == 1 ? phase0 : padded;
     if (y < 0 || y >= g.height) {
-        zero_run<V>(line, length);
-    } else {
-        zero_run<V>(line, first);
-        copy_run<V>(line + first, plane + y * g.width + first - g.offset, last - first);
-        zero_run<V>(line + last, length - last);
+        for (int64_t b = 0; b < g.stride_w; ++b) zero_run<V>(phase0 + b * phase_size, row);
+        return;
     }
-    if (g.stride_w == 2) {   // a constant stride: the compiler deinterleaves with vector permutes
-        float* odd = phase0 + phase_size;
-        for (int64_t c = 0; c < row; ++c) {
-            phase0[c] = padded[2 * c];
-            odd[c] = padded[2 * c + 1];
+    const float* in = plane + y * g.width;
+    if (g.stride_w == 1) {
+        const int64_t first = std::min(g.offset, length), last = std::clamp(g.offset + g.width, first, length);
+        zero_run<V>(phase0, first);
+        copy_run<V>(phase0 + first, in + first - g.offset, last - first);
+        zero_run<V>(phase0 + last, length - last);
+        return;
+    }
+    // columns c in [inner_begin, inner_end) read inside the row in every phase; the others one by one
+    const int64_t s = g.stride_w, span = g.width + g.offset - s;
+    const int64_t inner_begin = std::min(row, (g.offset + s - 1) / s);
+    const int64_t inner_end = span < 0 ? inner_begin : std::clamp(span / s + 1, inner_begin, row);
+    const auto edge = [&](int64_t from, int64_t to) {
+        for (int64_t b = 0; b < s; ++b)
+            for (int64_t c = from; c < to; ++c) {
+                const int64_t x = c * s + b - g.offset;
+                phase0[b * phase_size + c] = x >= 0 && x < g.width ? in[x] : 0.0f;
+            }
+    };
+    edge(0, inner_begin);
+    edge(inner_end, row);
+    const float* first = in + inner_begin * s - g.offset;
+    float* odd = phase0 + phase_size;
+    if (s == 2) {   // a constant stride: the compiler deinterleaves with vector permutes
+        for (int64_t c = 0; c < inner_end - inner_begin; ++c) {
+            phase0[inner_begin + c] = first[2 * c];
+            odd[inner_begin + c] = first[2 * c + 1];
         }
-    } else if (g.stride_w > 2) {
-        for (int64_t b = 0; b < g.stride_w; ++b)
-            for (int64_t c = 0; c < row; ++c) phase0[b * phase_size + c] = padded[c * g.stride_w + b];
+    } else {
+        for (int64_t b = 0; b < s; ++b)
+            for (int64_t c = 0; c < inner_end - inner_begin; ++c) phase0[b * phase_size + inner_begin + c] = first[c * s + b];
     }
 }
 
@@ -107,13 +124,12 @@ struct DepthwisePlanes {
         constexpr int64_t W = lanes<V>(), NV = BLOCK / W;
         const int64_t taps = g.kernel * g.kernel, in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
         float* grid = buffer + p.buffer;
-        float* padded = grid + p.grid;
         const int64_t* tap = p.tap.data();
         for (int64_t plane = begin; plane < end; ++plane) {
             const int64_t c = plane % channels;
             const float* in = x + plane * in_plane;
             for (int64_t i = 0; i < g.stride_h * p.rows; ++i)
-                split_row<V>(in, i - g.offset, g, p.row, padded,
+                split_row<V>(in, i - g.offset, g, p.row,
                              buffer + (i % g.stride_h) * g.stride_w * p.size + i / g.stride_h * p.row, p.size);
             const float* w = weights + c * taps;
             // the next plane's input is fetched while this one is computed: its first read (from L3 or memory,
@@ -240,7 +256,7 @@ int64_t depthwise_thread_floats(const WindowGeometry& g) {
         return (e.rows * e.cols + g.kernel * g.kernel + g.out_h * g.out_w) * CHANNEL_BLOCK;
     }
     const Phases p = phases_of(g);
-    return p.buffer + p.grid + p.padded_row;
+    return p.buffer + p.grid;
 }
 
 void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t batch, int64_t channels,
