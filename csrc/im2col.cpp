@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "gemm.h"
+#include "simd.h"
 #include "window.h"
 
 namespace darknet_py {
@@ -11,7 +12,7 @@ namespace {
 
 // Columns [first, last) of im2col row `row` (channel, ky, kx): output positions in row-major order over
 // out_h x out_w, written to out[0, last - first); zero where the window reads outside the image.
-void fill_row(const float* image, const ConvGeometry& g, int64_t row, int64_t first, int64_t last, float* out) {
+DARKNET_PY_SIMD_CLONES void fill_row(const float* image, const ConvGeometry& g, int64_t row, int64_t first, int64_t last, float* out) {
     const int64_t kx = row % g.kernel_w, ky = (row / g.kernel_w) % g.kernel_h, c = row / (g.kernel_w * g.kernel_h);
     const int64_t ow = g.out_w();
     // the horizontal geometry, for columns_inside (the vertical fields are unused)
@@ -32,6 +33,8 @@ void fill_row(const float* image, const ConvGeometry& g, int64_t row, int64_t fi
             std::fill(dst + x0, dst + a, 0.f);
             if (g.stride_w == 1) {
                 std::copy(src + a, src + b, dst + a);
+            } else if (g.stride_w == 2) {   // a constant stride: the compiler deinterleaves with vector permutes
+                for (int64_t x = a; x < b; ++x) dst[x] = src[2 * x];
             } else {
                 for (int64_t x = a; x < b; ++x) dst[x] = src[x * g.stride_w];
             }

@@ -82,9 +82,10 @@ def test_depthwise_conv2d_matches_numpy(geometry, activation):
     np.testing.assert_allclose(fused, expected, **TOL)
 
 
-# size, stride_x, stride_y, pad, dilation: im2col_gemm on the input itself (strided; dilated), the strided 1x1
-# GEMM, and im2col_gemm on a padded and cropped copy (dilation 2 without padding: _Geometry.ext_matches_C false)
-CONV_KERNELS = [(3, 2, 1, 1, 1), (3, 1, 1, 1, 2), (1, 2, 2, 0, 1), (3, 1, 1, 0, 2)]
+# size, stride_x, stride_y, pad, dilation: im2col_gemm on the input itself (strided: 2, the specialised gather, and
+# 3; dilated), the strided 1x1 GEMM, and im2col_gemm on a padded and cropped copy (dilation 2 without padding:
+# _Geometry.ext_matches_C false)
+CONV_KERNELS = [(3, 2, 1, 1, 1), (3, 3, 2, 1, 1), (3, 1, 1, 1, 2), (1, 2, 2, 0, 1), (3, 1, 1, 0, 2)]
 
 
 @pytest.mark.parametrize("kernel", CONV_KERNELS)
