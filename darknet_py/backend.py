@@ -217,6 +217,7 @@ class NumpyOps:
         self.dtype = np.dtype(dtype)   # float64 only for finite-difference gradient checks
         self.winograd = winograd_mode()
         self._winograd_cache = {}
+        self._conv_plans = {}   # conv2d_affine_activation's dispatch per shapes and settings
 
     def asarray(self, x):
         return np.ascontiguousarray(x, dtype=self.dtype)
@@ -351,21 +352,32 @@ class NumpyOps:
                                  groups=1):
         """Inference: activation(conv2d(x, w) * scale[f] + shift[f]) per filter f, without keeping the
         pre-activation (scale None means 1: a plain bias)."""
-        batch, c, h, width = x.shape
-        filters, _, size, _ = w.shape
-        out_h, out_w = conv_output_size(h, width, size, stride_x, stride_y, pad)
-        path = self.conv_path(c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
-                              False, x.dtype)
+        # the dispatch depends only on shapes and settings: worked out once per key (~2 us a convolution)
+        key = (x.shape, x.dtype, w.shape, activation, stride_x, stride_y, pad, dilation, groups, self.winograd,
+               self.WINOGRAD_TILES, self.WINOGRAD_MIN_CHANNELS)
+        plan = self._conv_plans.get(key)
+        if plan is None:
+            plan = self._conv_plans[key] = self._conv_plan(x, w, activation, stride_x, stride_y, pad, dilation, groups)
+        path, out_h, out_w, g = plan
         if path == "depthwise":
             return _kernels().depthwise_conv2d(_float32(x), _float32(w), stride_y, stride_x, pad * dilation,
                                                dilation, out_h, out_w, _float32(scale), _float32(shift), activation)
         if path.startswith("winograd"):
             return self._winograd_conv(x, w, scale, shift, activation, pad, WINOGRAD_TILE[path])
-        if path in ("pointwise", "im2col") and self._fused(x.dtype, activation) is not None:
-            return self._gemm_conv(x, w, scale, shift, activation, _Geometry(c, h, width, size, stride_x, stride_y,
-                                                                             pad, dilation), path, groups)
+        if g is not None:
+            return self._gemm_conv(x, w, scale, shift, activation, g, path, groups)
         z = self.conv2d(x, w, stride_x, stride_y, pad, dilation, groups)
         return self.affine_activation(z, scale, shift, activation)
+
+    def _conv_plan(self, x, w, activation, stride_x, stride_y, pad, dilation, groups):
+        """(path, out_h, out_w, geometry) of conv2d_affine_activation; the geometry only for the C++ GEMM paths."""
+        batch, c, h, width = x.shape
+        filters, _, size, _ = w.shape
+        out_h, out_w = conv_output_size(h, width, size, stride_x, stride_y, pad)
+        path = self.conv_path(c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
+                              False, x.dtype)
+        gemm = path in ("pointwise", "im2col") and self._fused(x.dtype, activation) is not None
+        return path, out_h, out_w, _Geometry(c, h, width, size, stride_x, stride_y, pad, dilation) if gemm else None
 
     def _gemm_conv(self, x, w, scale, shift, activation, g, path, groups):
         """A pointwise or im2col convolution in the C++ GEMM (csrc/gemm.h), every group in one call, epilogue
