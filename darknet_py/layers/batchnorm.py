@@ -44,16 +44,19 @@ def layer_params(layer, owner, names, ops):
     The checks run once per set of arrays: the result is kept while `owner.weights` holds the same arrays (by
     identity) with the same shapes, so that replacing one, or reshaping it in place, checks again; the result holds
     views of those arrays (nothing computed from their values), so edits in place show through."""
-    arrays = [owner.weights.get(name) for name in names]
     checked = layer.checked_params.get(names)
-    if (checked is not None and checked[0] is owner and checked[1] is ops and checked[2] == list(map(id, arrays))
-            and checked[3] == [array.shape for array in arrays]):
-        return checked[5]
+    if checked is not None and checked[0] is owner and checked[1] is ops:
+        weights = owner.weights
+        for name, array, shape in checked[2]:
+            current = weights.get(name)
+            if current is not array or current.shape != shape:
+                break
+        else:
+            return checked[3]
     params, views = _checked_params(layer, owner, names, ops)
     if views:   # (a converted copy would not show later edits of the array)
-        arrays = [owner.weights[name] for name in names]   # a device may have replaced them
-        # the entry keeps the arrays, so that their ids are not reused while it lives
-        layer.checked_params[names] = (owner, ops, list(map(id, arrays)), [a.shape for a in arrays], arrays, params)
+        arrays = [(name, owner.weights[name], owner.weights[name].shape) for name in names]   # a device's, if moved
+        layer.checked_params[names] = (owner, ops, arrays, params)
     return params
 
 
