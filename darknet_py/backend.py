@@ -621,9 +621,10 @@ class NumpyOps:
         """Inference batch normalization then scales and biases as one per-channel map z * scale + shift
         (darknet's fuse_conv_batchnorm): (scale, shift) = (scales / sqrt(rolling_variance + .00001), biases -
         rolling_mean * scale); float32 in one C++ call (the NumPy expression costs ~13 us a layer)."""
-        arrays = (scales, biases, rolling_mean, rolling_variance)
-        if all(a.dtype == np.float32 for a in arrays):
-            return _kernels().fold_batchnorm(*(np.ascontiguousarray(a) for a in arrays))
+        if scales.dtype == biases.dtype == rolling_mean.dtype == rolling_variance.dtype == np.float32:
+            contiguous = np.ascontiguousarray
+            return _kernels().fold_batchnorm(contiguous(scales), contiguous(biases), contiguous(rolling_mean),
+                                             contiguous(rolling_variance))
         scale = scales / np.sqrt(rolling_variance + BN_EPSILON)
         return scale, biases - rolling_mean * scale
 
