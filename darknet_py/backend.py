@@ -966,7 +966,10 @@ class NumpyOps:
         """Darknet's softmax along the last axis of x: exp(x/t - max/t) / (sum of those), t = temperature. Written
         into `out` (x's shape; may be x) or a new array; returns it."""
         t = x.dtype.type(temperature)
-        e = np.exp(x / t - np.max(x, axis=-1, keepdims=True) / t)
+        if t == 1:   # the same values without two divisions by 1 (classifiers' default)
+            e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+        else:
+            e = np.exp(x / t - np.max(x, axis=-1, keepdims=True) / t)
         y = e / np.sum(e, axis=-1, keepdims=True)
         if out is None:
             return y
