@@ -175,6 +175,22 @@ def test_winograd_convolution_matches_numpy(geometry, activation, tile):
     assert [key[-1] for key in ops._winograd_cache] == [tile]
 
 
+def test_convolution_dispatch_follows_the_winograd_settings():
+    """conv2d_affine_activation keeps its dispatch per shapes: a setting changed between calls still counts."""
+    ops = NumpyOps(np.float32)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 16, 6, 6)).astype(np.float32)
+    weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)
+    shift = np.zeros(16, np.float32)
+    expected = _reference_conv_affine(x, weights, np.ones(16), shift, "linear", 1)
+    for winograd, tiles, transforms in (("cached", (4,), [4]), ("cached", (2,), [2]), ("off", (2,), [])):
+        ops.winograd, ops.WINOGRAD_TILES = winograd, tiles
+        ops.clear_caches()
+        got = ops.conv2d_affine_activation(x, weights, None, shift, "linear", 1, 1, 1, 1, 1)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        assert [key[-1] for key in ops._winograd_cache] == transforms
+
+
 def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
     ops = NumpyOps(np.float32)
     rng = np.random.default_rng(3)

@@ -388,6 +388,35 @@ def test_missing_weights_raise(tmp_path):
         net.forward(np.zeros((1, 1, 4, 4)))
 
 
+def test_weight_checks_follow_replaced_reshaped_and_edited_arrays(tmp_path):
+    """layer_params keeps its checked arrays between forwards: a replaced or reshaped array is checked again, and
+    an edit in place is used by the next forward (no value computed from the weights is kept)."""
+    path = tmp_path / "c.cfg"
+    path.write_text(net_cfg(4, 4, 2, conv(filters=3, batch_normalize=1)))
+    net = darknet_py.load(path, quiet=True, init=True)
+    layer = net.layers[0]
+    x = np.random.default_rng(0).random((1, 2, 4, 4), dtype=np.float32)
+    net.forward(x)
+    layer.weights["weights"] *= 2
+    layer.weights["rolling_variance"][...] = 4
+    edited = net.forward(x).copy()
+    fresh = darknet_py.load(path, quiet=True)
+    fresh.layers[0].weights = {name: value.copy() for name, value in layer.weights.items()}
+    np.testing.assert_array_equal(edited, fresh.forward(x))
+    layer.weights["weights"] = np.zeros((3, 2, 3, 2), np.float32)
+    with pytest.raises(DarknetError, match=r"layer 0 convolutional weights: expected \(3, 2, 3, 3\) values, got an "
+                                           r"array of shape \(3, 2, 3, 2\)"):
+        net.forward(x)
+    layer.weights["weights"] = np.ones((3, 2, 3, 3), np.float32)
+    ones = net.forward(x).copy()
+    assert not np.array_equal(ones, edited)
+    layer.weights["weights"].shape = (3, 18)      # the same values, as darknet's flat layout: still accepted
+    np.testing.assert_array_equal(net.forward(x), ones)
+    del layer.weights["scales"]
+    with pytest.raises(DarknetError, match="layer 0 convolutional needs 'scales'"):
+        net.forward(x)
+
+
 def test_shared_layer_without_bn_arrays_raises(tmp_path):
     net = float64_net(tmp_path, net_cfg(4, 4, 2, conv(filters=2), conv(filters=2, batch_normalize=1, share_index=0)))
     with pytest.raises(DarknetError, match="layer 1 convolutional needs 'scales' but layer 0"):

@@ -61,6 +61,7 @@ class Layer:
             self.common[key] = getter(key, default)
         self.weights = {}    # name -> float32 array, filled by the weights reader or an initializer
         self.grads = {}      # name -> accumulated d(loss)/d(weight)
+        self.checked_params = {}   # layer_params' result per tuple of names, while the arrays stay the same
         self.output = None
         self.delta = None
 

@@ -40,7 +40,29 @@ def layer_params(layer, owner, names, ops):
     """`owner.weights[name]` for each name, as ops arrays of the shapes in owner's weight_layout(), or a
     DarknetError that names the layer. `owner` is the layer itself or the one it shares weights with. On a device
     with its own memory (ops.weights_on_device) the first call moves the arrays there: `layer.weights` then holds
-    device arrays, which training updates in place (ops.to_numpy reads them back, as saving does)."""
+    device arrays, which training updates in place (ops.to_numpy reads them back, as saving does).
+    The checks run once per set of arrays: the result is kept while `owner.weights` holds the same arrays (by
+    identity) with the same shapes, so that replacing one, or reshaping it in place, checks again; the result holds
+    views of those arrays (nothing computed from their values), so edits in place show through."""
+    checked = layer.checked_params.get(names)
+    if checked is not None and checked[0] is owner and checked[1] is ops:
+        weights = owner.weights
+        for name, array, shape in checked[2]:
+            current = weights.get(name)
+            if current is not array or current.shape != shape:
+                break
+        else:
+            return checked[3]
+    params, views = _checked_params(layer, owner, names, ops)
+    if views:   # (a converted copy would not show later edits of the array)
+        arrays = [(name, owner.weights[name], owner.weights[name].shape) for name in names]   # a device's, if moved
+        layer.checked_params[names] = (owner, ops, arrays, params)
+    return params
+
+
+def _checked_params(layer, owner, names, ops):
+    """layer_params' checks and arrays, and whether those are views of the arrays of owner.weights (no copy made)."""
+    views = True
     shapes = dict(owner.weight_layout())
     if not owner.weights:
         shared = f" (it shares layer {owner.index}'s, which has none)" if owner is not layer else ""
@@ -59,8 +81,10 @@ def layer_params(layer, owner, names, ops):
         value = ops.asarray(array)
         if ops.weights_on_device and value is not array:
             owner.weights[name] = value   # the device copy is the one used and updated from now on
+        else:
+            views = views and value is array
         params[name] = value.reshape(shape)
-    return params
+    return params, views
 
 
 def weighted_names(layer):

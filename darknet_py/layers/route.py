@@ -56,6 +56,9 @@ class Route(Layer):
         self.out_w, self.out_h, self.out_c = first.out_w, first.out_h, channels // self.groups
         self.c = self.out_c
         self.inputs = sum(ctx.layers[i].outputs for i in self.input_layers)
+        # (layer index, start in its flat per-image output, part size) for each input, as darknet cuts them
+        self._cuts = [(i, ctx.layers[i].outputs // self.groups * self.group_id, ctx.layers[i].outputs // self.groups)
+                      for i in self.input_layers]
 
     @property
     def input_shape(self):
@@ -71,16 +74,13 @@ class Route(Layer):
     # -- compute ------------------------------------------------------------------------------------
     def _parts(self, net):
         """(layer, part size, start in its flat per-image output) for each input, as darknet cuts them."""
-        for i in self.input_layers:
-            other = net.layers[i]
-            part = other.outputs // self.groups
-            yield other, part, part * self.group_id
+        return [(net.layers[i], part, start) for i, start, part in self._cuts]
 
     def forward(self, x, net):
-        pieces = [(other.output.reshape(other.output.shape[0], -1), start, part)
-                  for other, part, start in self._parts(net)]
-        out = net.ops.route(pieces, self.outputs)
-        return out.reshape(out.shape[0], self.out_c, self.out_h, self.out_w)
+        layers = net.layers
+        batch = layers[self.input_layers[0]].output.shape[0]
+        pieces = [(layers[i].output.reshape(batch, -1), start, part) for i, start, part in self._cuts]
+        return net.ops.route(pieces, self.outputs).reshape(batch, self.out_c, self.out_h, self.out_w)
 
     def backward(self, x, net):
         pieces = []

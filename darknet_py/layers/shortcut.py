@@ -80,7 +80,7 @@ class Shortcut(Layer):
     # -- compute ------------------------------------------------------------------------------------
     def _normalized(self, net):
         """(raw weights, normalized weights), both (n+1, 1 or c), or (None, None) without weights."""
-        if not self.nweights:
+        if not self.weights_type:   # (nweights builds a dict: this runs at every forward)
             return None, None
         raw = layer_params(self, self, ("weights",), net.ops)["weights"].reshape(len(self.input_layers) + 1, -1)
         return raw, net.ops.shortcut_weights(raw, NORMALIZATION_NAMES[self.weights_normalization])
