@@ -33,12 +33,18 @@ def load_average():
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+# Before each block: the engine that ran before lets its threads go idle (onnxruntime's and OpenCV's spin for a
+# while after each call, and our pool, seeing its worker held up, would run serially for half a second).
+SETTLE_SECONDS = 0.6
+
+
 def in_blocks(fns, repeat, rounds=3):
-    """Seconds per call of each function, each called `repeat` times in a row (after one warm-up call), the
-    functions taking turns for `rounds` rounds: (median over all calls, [median of each round]) per function."""
+    """Seconds per call of each function, each called `repeat` times in a row (after a pause of SETTLE_SECONDS and
+    one warm-up call), the functions taking turns for `rounds` rounds: (median over all calls, [median of each round]) per function."""
     times = [[[] for _ in range(rounds)] for _ in fns]
     for r in range(rounds):
         for fn, record in zip(fns, times):
+            time.sleep(SETTLE_SECONDS)
             fn()
             for _ in range(repeat):
                 start = time.perf_counter()
