@@ -332,6 +332,17 @@ def test_connected_forward(tmp_path, train):
     assert net.forward(x).shape == (4, 3)
 
 
+@pytest.mark.parametrize("batch", [1, 7, 20])
+def test_float32_linear_on_the_kernels_matches_float64(batch):
+    """[connected]'s float32 product runs on the C++ GEMM (a batch under 8 as dot products along the inputs, a
+    larger one in panels), the float64 one on NumPy: the same values within float32 rounding of 300 terms."""
+    rng = np.random.default_rng(batch)
+    x, w = rng.normal(size=(batch, 300)), rng.normal(size=(37, 300))
+    got = NumpyOps().linear(x.astype(np.float32), w.astype(np.float32))
+    assert got.shape == (batch, 37) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, x @ w.T, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_batchnorm_layer_forward(tmp_path, train):
     net = float64_net(tmp_path, net_cfg(4, 3, 2, ("batchnorm", {})))
