@@ -175,13 +175,17 @@ def test_winograd_convolution_matches_numpy(geometry, activation, tile):
     assert [key[-1] for key in ops._winograd_cache] == [tile]
 
 
-def test_convolution_dispatch_follows_the_winograd_settings():
-    """conv2d_affine_activation keeps its dispatch per shapes: a setting changed between calls still counts."""
-    ops = NumpyOps(np.float32)
-    rng = np.random.default_rng(4)
+def _winograd_case(seed):
+    """float32 ops and a 16-channel 6x6 image, 3x3 weights and a zero shift: a convolution Winograd takes."""
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(1, 16, 6, 6)).astype(np.float32)
     weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)
-    shift = np.zeros(16, np.float32)
+    return NumpyOps(np.float32), x, weights, np.zeros(16, np.float32)
+
+
+def test_convolution_dispatch_follows_the_winograd_settings():
+    """conv2d_affine_activation keeps its dispatch per shapes: a setting changed between calls still counts."""
+    ops, x, weights, shift = _winograd_case(4)
     expected = _reference_conv_affine(x, weights, np.ones(16), shift, "linear", 1)
     for winograd, tiles, transforms in (("cached", (4,), [4]), ("cached", (2,), [2]), ("off", (2,), [])):
         ops.winograd, ops.WINOGRAD_TILES = winograd, tiles
@@ -192,11 +196,7 @@ def test_convolution_dispatch_follows_the_winograd_settings():
 
 
 def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
-    ops = NumpyOps(np.float32)
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(1, 16, 6, 6)).astype(np.float32)
-    weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)
-    shift = np.zeros(16, np.float32)
+    ops, x, weights, shift = _winograd_case(3)
 
     def check():
         got = ops.conv2d_affine_activation(x, weights, None, shift, "linear", 1, 1, 1, 1, 1)
@@ -211,7 +211,7 @@ def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
     weights.reshape(-1)[-1] += 0.25     # the last element: the byte comparison reads every block
     check()
     assert len(ops._winograd_cache) == 1
-    weights = (rng.normal(size=(16, 16, 3, 3)) / 12).astype(np.float32)   # a new array; the old one is freed
+    weights = _winograd_case(5)[2]      # a new array; the old one is freed
     check()
     assert len(ops._winograd_cache) == 1
 
