@@ -4,18 +4,21 @@ and cfg/mixnet_m.cfg 224, batch 1.
     python benchmarks/cpu_infer.py [--repeat N] [--mode blocks|alternate] [--threads N] [--layers] [--nets a,b]
 
 Prints the median ms/image of the three engines and the ratios ours/OpenCV and ours/onnxruntime (goal: <= 1.0 for
-both), with the lowest and highest ratio of the rounds' medians (their spread). onnxruntime runs our own ONNX export of the same network and weights (intra-op threads = --threads, one
-inter-op thread, all graph optimizations). A net name is looked up in the project's cfg/ first, then in darknet's
-bundled cfgs. --mode blocks (default,
-the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in 3 rounds, so each
-keeps its thread pool warm as in real use. --mode alternate: the engines take turns image by image, so that load
-from other processes hits both alike; that costs OpenCV (its pool goes cold between calls: yolov4-tiny 34 ms in
-blocks, 63 ms alternating, on the same quiet machine) and flatters us. The load average before and after is
+both), with the lowest and highest ratio of the rounds' medians (their spread). onnxruntime runs our own ONNX
+export of the same network and weights (intra-op threads = --threads, one inter-op thread, all graph
+optimizations). A net name is looked up in the project's cfg/ first, then in darknet's bundled cfgs. --mode blocks
+(default, the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in 3 rounds, so
+each keeps its thread pool warm as in real use (after a
+pause that lets the engine before it go idle). --mode alternate: the engines take turns image by image, so that
+load from other processes hits both alike; that costs OpenCV (its pool goes cold between calls: yolov4-tiny 34 ms
+in blocks, 63 ms alternating, on the same quiet machine) and flatters us. The load average before and after is
 printed.
---threads limits both engines (OpenCV's pool; our BLAS and C++ kernel threads) to N threads; --layers adds our
-time per layer type. Figures go to docs/benchmarks.md with the command, the machine and the commit."""
+--threads limits the engines (OpenCV's pool, onnxruntime's intra-op threads, our BLAS and C++ kernel threads) to N
+threads; --layers adds our time per layer type and onnxruntime's per operator type (its profiler). Figures go to
+docs/benchmarks.md with the command, the machine and the commit."""
 import argparse
 import collections
+import json
 import os
 import sys
 import tempfile
@@ -39,8 +42,9 @@ SETTLE_SECONDS = 0.6
 
 
 def in_blocks(fns, repeat, rounds=3):
-    """Seconds per call of each function, each called `repeat` times in a row (after a pause of SETTLE_SECONDS and
-    one warm-up call), the functions taking turns for `rounds` rounds: (median over all calls, [median of each round]) per function."""
+    """Seconds per call of each function, each called `repeat` times in a row (after a pause of SETTLE_SECONDS and one
+    warm-up call), the functions taking turns for `rounds` rounds: (median over all calls, [median of each
+    round]) per function."""
     times = [[[] for _ in range(rounds)] for _ in fns]
     for r in range(rounds):
         for fn, record in zip(fns, times):
@@ -94,16 +98,33 @@ def spread(ours, theirs):
     return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
-def onnx_session(net, path, threads):
-    """An onnxruntime session of our ONNX export of net (batch 1), on `threads` intra-op threads (None: all)."""
+def onnx_session(path, threads, profile_prefix=None):
+    """An onnxruntime session of the ONNX file at path on `threads` intra-op threads (None: all), profiling its
+    nodes into files starting with profile_prefix if given."""
     import onnxruntime
-    from darknet_py.onnx_export import export_onnx
-    export_onnx(net, path, batch=1)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_breakdown(path, x, threads, repeat, profile_prefix):
+    """onnxruntime's ms per operator type (its profiler's kernel times, per run) over `repeat` runs of the ONNX
+    file at path: after its graph optimizations, so fused operators show under their own names."""
+    session = onnx_session(path, threads, profile_prefix)
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(repeat):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"] / 1000 / repeat
+    return totals
 
 
 def main():
@@ -111,13 +132,15 @@ def main():
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--mode", choices=("blocks", "alternate"), default="blocks")
     parser.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all)")
-    parser.add_argument("--layers", action="store_true", help="our time per layer type")
+    parser.add_argument("--layers", action="store_true",
+                        help="our time per layer type, and onnxruntime's per operator type (its profiler)")
     parser.add_argument("--nets", default="yolov4-tiny,efficientnet_b0,mixnet_m")
     parser.add_argument("--shared", default=str(HERE.parent.parent / "shared" / "darknet"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     import cv2
     from reference_nets import image_blob, reference_net
+    from darknet_py.onnx_export import export_onnx
     limits = None
     if args.threads:
         from threadpoolctl import threadpool_limits
@@ -130,7 +153,7 @@ def main():
     print(f"threads: OpenCV {cv2.getNumThreads()}, CPUs {os.cpu_count()}, limit {args.threads or 'none'}; "
           f"mode {args.mode}")
     print(f"{'network':<20}{'ours ms':>10}{'OpenCV ms':>12}{'ORT ms':>10}{'/OpenCV':>9}{'/ORT':>7}")
-    breakdowns = {}
+    breakdowns, ort_breakdowns = {}, {}
     for name in args.nets.split(","):
         cfg = HERE.parent / "cfg" / f"{name}.cfg"
         if not cfg.exists():
@@ -140,7 +163,12 @@ def main():
             net = reference_net(cfg, weights)
             x = image_blob(shared / "data" / "dog.jpg", net.width, net.height)
             cvnet = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-            ort_session = onnx_session(net, Path(tmp) / "net.onnx", args.threads)
+            onnx_path = Path(tmp) / "net.onnx"
+            export_onnx(net, onnx_path, batch=1)
+            ort_session = onnx_session(onnx_path, args.threads)
+            if args.layers:
+                ort_breakdowns[name] = onnxruntime_breakdown(onnx_path, x, args.threads, args.repeat,
+                                                             str(Path(tmp) / "profile"))
         outputs = cvnet.getUnconnectedOutLayersNames()
         ort_input = ort_session.get_inputs()[0].name
 
@@ -161,6 +189,10 @@ def main():
     for name, totals in breakdowns.items():
         print(f"\n{name}: our ms per layer type (sum of per-layer medians {sum(totals.values()):.1f})")
         for key, ms in totals.most_common():
+            print(f"  {key:<40}{ms:8.2f}")
+        ort = ort_breakdowns[name]
+        print(f"{name}: onnxruntime's ms per operator type, profiled (sum {sum(ort.values()):.1f})")
+        for key, ms in ort.most_common():
             print(f"  {key:<40}{ms:8.2f}")
     if limits is not None:
         limits.restore_original_limits()
