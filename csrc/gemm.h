@@ -36,10 +36,11 @@ void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, con
 using ColumnSource = std::function<void(int64_t group, int64_t first, int64_t last, float* panel, int64_t stride)>;
 
 // C (n columns; a.m rows per group, groups stacked, A's groups likewise) = act(A B * scale[row] + shift[row]) on
-// the kernels' pool, in parts of one panel of one group by a slice of columns, each computed whole by one thread
+// the kernels' pool, in parts of a few panels of one group by a slice of columns, each computed whole by one thread
 // (results do not depend on the thread count). Each thread copies the slice of B it works on into a panel padded
 // to whole vectors (`columns` fills it), multiplies it into a tile, and writes the tile's rows to C through the
-// epilogue. scale may be null (1); shift may be null (no affine map, no activation).
+// epilogue. Fewer than 8 columns (with a row-major A) are dot products along k instead, the epilogue applied in
+// place. scale may be null (1); shift may be null (no affine map, no activation).
 void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& columns, float* c, int64_t ldc,
           const float* scale, const float* shift, Activation act);
 

@@ -120,10 +120,10 @@ class Pool {
                              SERIAL_PERIOD_NS = 500000000;
     static constexpr int CONTENDED_WAITS = 3;
 
-    // Spinning before sleeping: a worker waits this long for the next job (the next layer's kernel usually comes
-    // within tens of microseconds, and a sleeping worker takes about as long to wake: measured on 2 cores, most
-    // of a layer's chunks had run on the caller before the worker started), the caller this long for the
-    // workers' last chunks.
+    // Spinning before sleeping: a worker waits this long for the next job (in a forward the next layer's kernel
+    // usually comes within tens of microseconds, about what waking a sleeping thread takes), the caller this long
+    // for the workers' last chunks. Whole forwards on 2 cores, paired against sleeping at once: as fast or faster
+    // (docs/benchmarks.md, 2026-12-06).
     static constexpr int64_t WORKER_SPIN_NS = 200000, CALLER_SPIN_NS = 20000;
 
     // Polls `ready` until it holds or `limit` ns have passed.
