@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace darknet_py {
@@ -265,15 +266,19 @@ void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t ba
     if (interleave_channels(g)) {
         const int64_t blocks = (channels + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
         parallel_for(batch * blocks, [&](int64_t begin, int64_t end) {
-            std::vector<float> buffer(floats);
-            simd_run<DepthwiseChannels>(x, weights, y, begin, end, channels, &g, buffer.data(), scale, shift, act);
+            const auto buffer = scratch_floats(floats);   // each block zeroes its window and weights
+            simd_run<DepthwiseChannels>(x, weights, y, begin, end, channels, &g, buffer.get(), scale, shift, act);
         }, 1 + 8192 / std::max<int64_t>(1, work * CHANNEL_BLOCK));
         return;
     }
     const Phases p = phases_of(g);
+    const int64_t phases = g.stride_h * g.stride_w * p.size;
     parallel_for(batch * channels, [&](int64_t begin, int64_t end) {
-        std::vector<float> buffer(floats);
-        simd_run<DepthwisePlanes>(x, weights, y, begin, end, channels, &g, &p, buffer.data(), scale, shift, act);
+        // every plane rewrites its phases and its grid; the floats past the phases, which the grid's unused
+        // columns read, are zeroed once
+        const auto buffer = scratch_floats(floats);
+        std::fill(buffer.get() + phases, buffer.get() + p.buffer, 0.0f);
+        simd_run<DepthwisePlanes>(x, weights, y, begin, end, channels, &g, &p, buffer.get(), scale, shift, act);
     }, 1 + 8192 / std::max<int64_t>(1, work));
 }
 

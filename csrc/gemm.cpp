@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace darknet_py {
@@ -142,30 +142,31 @@ void dot_gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource
               const float* scale, const float* shift, Activation act) {
     const int64_t parts = (a.m + DOT_PART_ROWS - 1) / DOT_PART_ROWS;
     parallel_for(groups * parts, [&](int64_t begin, int64_t end) {
-        std::vector<float> b(a.k * n), bt(a.k * n), factors(DOT_PART_ROWS * n), offsets(DOT_PART_ROWS * n);
+        const auto b = scratch_floats(a.k * n), bt = scratch_floats(a.k * n);
+        const auto factors = scratch_floats(DOT_PART_ROWS * n), offsets = scratch_floats(DOT_PART_ROWS * n);
         int64_t loaded = -1;
         for (int64_t item = begin; item < end; ++item) {
             const int64_t group = item / parts, row0 = item % parts * DOT_PART_ROWS;
             const int64_t rows = std::min(DOT_PART_ROWS, a.m - row0);
             if (group != loaded) {
                 loaded = group;
-                columns(group, 0, n, b.data(), n);
+                columns(group, 0, n, b.get(), n);
                 for (int64_t p = 0; p < a.k; ++p)
                     for (int64_t j = 0; j < n; ++j) bt[j * a.k + p] = b[p * n + j];
             }
             float* out = c + (group * a.m + row0) * ldc;
-            simd_run<DotProducts>(a.data + (group * a.m + row0) * a.lda, a.lda, rows, a.k, bt.data(), n, out, ldc);
+            simd_run<DotProducts>(a.data + (group * a.m + row0) * a.lda, a.lda, rows, a.k, bt.get(), n, out, ldc);
             if (!shift) continue;
             // the epilogue in one call over the part's rows (contiguous when ldc == n), a coefficient per value
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
-                std::fill_n(factors.begin() + r * n, n, scale ? scale[row] : 1.0f);
-                std::fill_n(offsets.begin() + r * n, n, shift[row]);
+                std::fill_n(factors.get() + r * n, n, scale ? scale[row] : 1.0f);
+                std::fill_n(offsets.get() + r * n, n, shift[row]);
             }
             for (int64_t r = 0; r < (ldc == n ? 1 : rows); ++r) {
                 const int64_t values = ldc == n ? rows * n : n;
-                affine_activate_each(out + r * ldc, out + r * ldc, values, factors.data() + r * n,
-                                     offsets.data() + r * n, act);
+                affine_activate_each(out + r * ldc, out + r * ldc, values, factors.get() + r * n,
+                                     offsets.get() + r * n, act);
             }
         }
     }, 1 + (1 << 16) / (DOT_PART_ROWS * std::max<int64_t>(1, a.k) * n));
@@ -193,7 +194,8 @@ void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& co
     const int64_t stride = round_up(std::min(width, n), COLUMN_ALIGN);   // gemm_thread_floats counts the buffers
     // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
     parallel_for(slices * groups * chunks, [&](int64_t begin, int64_t end) {
-        std::vector<float> panel_of_b(a.k * (stride + COLUMN_ALIGN)), tile(PART_PANELS * PACK_ROWS * stride);
+        const auto panel_of_b = scratch_floats(a.k * (stride + COLUMN_ALIGN));
+        const auto tile = scratch_floats(PART_PANELS * PACK_ROWS * stride);
         int64_t loaded = -1;
         for (int64_t part = begin; part < end; ++part) {
             const int64_t chunk = part % chunks, group = part / chunks % groups, slice = part / (chunks * groups);
@@ -201,24 +203,24 @@ void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& co
             const int64_t padded = round_up(count, COLUMN_ALIGN), ldb = padded + COLUMN_ALIGN;
             if (part / chunks != loaded) {
                 loaded = part / chunks;
-                columns(group, first, first + count, panel_of_b.data(), ldb);
+                columns(group, first, first + count, panel_of_b.get(), ldb);
                 for (int64_t r = 0; r < a.k; ++r)
-                    std::fill(panel_of_b.data() + r * ldb + count, panel_of_b.data() + r * ldb + padded, 0.0f);
+                    std::fill(panel_of_b.get() + r * ldb + count, panel_of_b.get() + r * ldb + padded, 0.0f);
             }
             // this chunk of panels of this group's A as a matrix of its own
             const int64_t panel0 = chunk * PART_PANELS, row0 = panel0 * PACK_ROWS;
             const int64_t rows = std::min(PART_PANELS * PACK_ROWS, a.m - row0);
             const int64_t offset = a.packed ? (group * panels + panel0) * PACK_ROWS * a.k : (group * a.m + row0) * a.lda;
             const LeftMatrix part_of_a{a.data + offset, rows, a.k, a.lda, a.packed};
-            gemm_block(part_of_a, 0, packed_panels(rows), panel_of_b.data(), ldb, 0, padded, tile.data(), padded);
+            gemm_block(part_of_a, 0, packed_panels(rows), panel_of_b.get(), ldb, 0, padded, tile.get(), padded);
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
                 float* out = c + row * ldc + first;
                 if (shift) {
-                    affine_activate_copy(tile.data() + r * padded, out, count, scale ? scale[row] : 1.0f, shift[row],
+                    affine_activate_copy(tile.get() + r * padded, out, count, scale ? scale[row] : 1.0f, shift[row],
                                          act);
                 } else {
-                    std::copy(tile.data() + r * padded, tile.data() + r * padded + count, out);
+                    std::copy(tile.get() + r * padded, tile.get() + r * padded + count, out);
                 }
             }
         }
