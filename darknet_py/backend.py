@@ -183,6 +183,14 @@ BN_EPSILON = .00001   # darknet's: x_hat = (x - mean) / sqrt(variance + .00001)
 BN_MOMENTUM = .01     # rolling statistics: rolling = .99 * rolling + .01 * batch statistic
 
 
+def inference_batchnorm_affine(scales, biases, rolling_mean, rolling_variance, xp):
+    """Inference batch normalization then scales and biases as one per-channel map z * scale + shift (darknet's
+    fuse_conv_batchnorm): (scale, shift) = (scales / sqrt(rolling_variance + .00001), biases - rolling_mean *
+    scale), in the arrays' own dtype and array module xp."""
+    scale = scales / xp.sqrt(rolling_variance + BN_EPSILON)
+    return scale, biases - rolling_mean * scale
+
+
 def _channel_axes(x):
     """For x (batch, channels, ...): the axes a per-channel statistic reduces, the shape that broadcasts a
     (channels,) array against x, and the values per channel."""
@@ -627,8 +635,7 @@ class NumpyOps:
             contiguous = np.ascontiguousarray
             return _kernels().fold_batchnorm(contiguous(scales), contiguous(biases), contiguous(rolling_mean),
                                              contiguous(rolling_variance))
-        scale = scales / np.sqrt(rolling_variance + BN_EPSILON)
-        return scale, biases - rolling_mean * scale
+        return inference_batchnorm_affine(scales, biases, rolling_mean, rolling_variance, np)
 
     def batchnorm_forward(self, x, scales, biases, rolling_mean, rolling_variance, train, activation="linear"):
         """Darknet's batch normalization of x (batch, channels, ...) per channel (axis 1), then scales, biases and

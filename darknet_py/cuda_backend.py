@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .activations import CHANNEL_ACTIVATIONS
-from .backend import BN_EPSILON, BN_MOMENTUM, _Geometry, check_statistics_count
+from .backend import BN_MOMENTUM, _Geometry, check_statistics_count, inference_batchnorm_affine
 from .errors import DarknetError
 
 FLOAT = np.float32
@@ -542,8 +542,7 @@ class CudaOps:
 
     def batchnorm_affine(self, scales, biases, rolling_mean, rolling_variance):
         """NumpyOps.batchnorm_affine: (scales / sqrt(rolling_variance + .00001), biases - rolling_mean * scale)."""
-        scale = scales / self.xp.sqrt(rolling_variance + BN_EPSILON)
-        return scale, biases - rolling_mean * scale
+        return inference_batchnorm_affine(scales, biases, rolling_mean, rolling_variance, self.xp)
 
     def batchnorm_forward(self, x, scales, biases, rolling_mean, rolling_variance, train, activation="linear"):
         """Darknet's batch normalization of x (batch, channels, ...) per channel (axis 1), then scales, biases and

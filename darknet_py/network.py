@@ -59,15 +59,12 @@ class Network:
         self.train = train
         self.input = x
         self.truth = None if truth is None else self.ops.asarray(truth)
-        if self.layer_timer is None:
-            for layer in self.layers:
-                layer.cost = None
-                x = layer.output = layer.forward(x, self)
-        else:
-            for layer in self.layers:
-                layer.cost = None
-                start = self._layer_start()
-                x = layer.output = layer.forward(x, self)
+        timed = self.layer_timer is not None   # without a timer, no bookkeeping calls per layer
+        for layer in self.layers:
+            layer.cost = None
+            start = self._layer_start() if timed else None
+            x = layer.output = layer.forward(x, self)
+            if timed:
                 self._layer_done(layer, "forward", start)
         costs = [layer.cost for layer in self.layers if layer.cost is not None]
         self.cost = sum(costs) / len(costs) if costs else None

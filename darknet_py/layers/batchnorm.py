@@ -25,7 +25,7 @@ import numpy as np
 
 from . import register
 from .base import Layer
-from ..backend import BN_EPSILON
+from ..backend import inference_batchnorm_affine
 from ..errors import DarknetError
 
 BN_NAMES = ("scales", "rolling_mean", "rolling_variance")
@@ -127,13 +127,6 @@ def bn_forward(layer, ops, z, params, weights, train, activation="linear"):
                                  weights["rolling_variance"], train, activation)
 
 
-def bn_inference_affine(params, xp):
-    """Inference batch normalization then scales and biases as one per-channel map z*a + b (darknet's
-    fuse_conv_batchnorm): a = scales/sqrt(rolling_variance + .00001), b = biases - rolling_mean*a."""
-    a = params["scales"] / xp.sqrt(params["rolling_variance"] + BN_EPSILON)
-    return a, params["biases"] - params["rolling_mean"] * a
-
-
 def fold_batchnorm(params):
     """Darknet's fuse_conv_batchnorm on the NumPy arrays of weighted_names(): (weights, biases) as float32,
     with the inference batch normalization folded in (computed in float64) when params holds BN_NAMES, else
@@ -141,7 +134,9 @@ def fold_batchnorm(params):
     weights, biases = params["weights"], params["biases"]
     if "scales" not in params:
         return weights, biases
-    a, folded_biases = bn_inference_affine({k: params[k].astype(np.float64) for k in ("biases",) + BN_NAMES}, np)
+    p = {k: params[k].astype(np.float64) for k in ("biases",) + BN_NAMES}
+    a, folded_biases = inference_batchnorm_affine(p["scales"], p["biases"], p["rolling_mean"], p["rolling_variance"],
+                                                  np)
     folded = weights.astype(np.float64) * a.reshape((-1,) + (1,) * (weights.ndim - 1))
     return folded.astype(np.float32), folded_biases.astype(np.float32)
 
@@ -181,6 +176,7 @@ class BatchNorm(Layer):
     def to_onnx(self, graph):
         p = {name: graph.numpy(value).astype(np.float64)
              for name, value in layer_params(self, self, ("biases",) + BN_NAMES, graph.net.ops).items()}
-        a, b = (v.astype(np.float32) for v in bn_inference_affine(p, np))
+        a, b = (v.astype(np.float32) for v in inference_batchnorm_affine(p["scales"], p["biases"], p["rolling_mean"],
+                                                                         p["rolling_variance"], np))
         out = graph.add(graph.mul(graph.image_input(self), a.reshape(1, -1, 1, 1)), b.reshape(1, -1, 1, 1))
         return out, (self.c, self.h, self.w)
