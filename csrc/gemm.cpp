@@ -96,6 +96,10 @@ int64_t part_columns(int64_t k) {
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
+// The widest part's columns, rounded up to whole vectors: the row length of a thread's tile (its panel of B
+// rows are a vector longer).
+int64_t part_stride(int64_t k, int64_t n) { return round_up(std::min(part_columns(k), n), COLUMN_ALIGN); }
+
 // Panels of A per part of gemm(): each strip of B serves them all while it is in L1.
 constexpr int64_t PART_PANELS = 4;
 
@@ -157,16 +161,18 @@ void dot_gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource
             float* out = c + (group * a.m + row0) * ldc;
             simd_run<DotProducts>(a.data + (group * a.m + row0) * a.lda, a.lda, rows, a.k, bt.get(), n, out, ldc);
             if (!shift) continue;
-            // the epilogue in one call over the part's rows (contiguous when ldc == n), a coefficient per value
+            // the epilogue with a coefficient per value: in one call where the rows are contiguous
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
                 std::fill_n(factors.get() + r * n, n, scale ? scale[row] : 1.0f);
                 std::fill_n(offsets.get() + r * n, n, shift[row]);
             }
-            for (int64_t r = 0; r < (ldc == n ? 1 : rows); ++r) {
-                const int64_t values = ldc == n ? rows * n : n;
-                affine_activate_each(out + r * ldc, out + r * ldc, values, factors.get() + r * n,
-                                     offsets.get() + r * n, act);
+            if (ldc == n) {   // the part's rows are one run of values
+                affine_activate_each(out, out, rows * n, factors.get(), offsets.get(), act);
+            } else {
+                for (int64_t r = 0; r < rows; ++r)
+                    affine_activate_each(out + r * ldc, out + r * ldc, n, factors.get() + r * n, offsets.get() + r * n,
+                                         act);
             }
         }
     }, 1 + (1 << 16) / (DOT_PART_ROWS * std::max<int64_t>(1, a.k) * n));
@@ -182,18 +188,18 @@ void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, con
 
 int64_t gemm_thread_floats(int64_t k, int64_t n) {
     if (n < DOT_COLUMNS) return 2 * (k + DOT_PART_ROWS) * n;
-    return k * (round_up(std::min(part_columns(k), n), COLUMN_ALIGN) + COLUMN_ALIGN) +
-           PART_PANELS * PACK_ROWS * round_up(std::min(part_columns(k), n), COLUMN_ALIGN);
+    const int64_t stride = part_stride(k, n);
+    return k * (stride + COLUMN_ALIGN) + PART_PANELS * PACK_ROWS * stride;
 }
 
 void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& columns, float* c, int64_t ldc,
           const float* scale, const float* shift, Activation act) {
     if (n < DOT_COLUMNS && !a.packed) return dot_gemm(a, groups, n, columns, c, ldc, scale, shift, act);
     const int64_t panels = packed_panels(a.m), chunks = (panels + PART_PANELS - 1) / PART_PANELS;
-    const int64_t width = part_columns(a.k), slices = (n + width - 1) / width;
-    const int64_t stride = round_up(std::min(width, n), COLUMN_ALIGN);   // gemm_thread_floats counts the buffers
+    const int64_t width = part_columns(a.k), slices = (n + width - 1) / width, stride = part_stride(a.k, n);
     // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
     parallel_for(slices * groups * chunks, [&](int64_t begin, int64_t end) {
+        // gemm_thread_floats counts these two
         const auto panel_of_b = scratch_floats(a.k * (stride + COLUMN_ALIGN));
         const auto tile = scratch_floats(PART_PANELS * PACK_ROWS * stride);
         int64_t loaded = -1;
