@@ -73,42 +73,42 @@ DARKNET_PY_INLINE void zero_run(float* dst, int64_t n) {
 template <class V>
 DARKNET_PY_INLINE void split_row(const float* __restrict plane, int64_t y, const WindowGeometry& g, int64_t row,
                                  float* __restrict phase0, int64_t phase_size) {
-    const int64_t length = g.stride_w * row;
     if (y < 0 || y >= g.height) {
         for (int64_t b = 0; b < g.stride_w; ++b) zero_run<V>(phase0 + b * phase_size, row);
         return;
     }
     const float* in = plane + y * g.width;
     if (g.stride_w == 1) {
-        const int64_t first = std::min(g.offset, length), last = std::clamp(g.offset + g.width, first, length);
+        const int64_t first = std::min(g.offset, row), last = std::clamp(g.offset + g.width, first, row);
         zero_run<V>(phase0, first);
         copy_run<V>(phase0 + first, in + first - g.offset, last - first);
-        zero_run<V>(phase0 + last, length - last);
+        zero_run<V>(phase0 + last, row - last);
         return;
     }
-    // columns c in [inner_begin, inner_end) read inside the row in every phase; the others one by one
-    const int64_t s = g.stride_w, span = g.width + g.offset - s;
-    const int64_t inner_begin = std::min(row, (g.offset + s - 1) / s);
-    const int64_t inner_end = span < 0 ? inner_begin : std::clamp(span / s + 1, inner_begin, row);
-    const auto edge = [&](int64_t from, int64_t to) {
+    const int64_t s = g.stride_w;
+    const auto columns = [&](int64_t from, int64_t to) {   // one by one, zero outside the row
         for (int64_t b = 0; b < s; ++b)
             for (int64_t c = from; c < to; ++c) {
                 const int64_t x = c * s + b - g.offset;
                 phase0[b * phase_size + c] = x >= 0 && x < g.width ? in[x] : 0.0f;
             }
     };
-    edge(0, inner_begin);
-    edge(inner_end, row);
+    if (s != 2) {
+        columns(0, row);
+        return;
+    }
+    // stride 2: columns [inner_begin, inner_end) read inside the row in both phases, a constant stride the compiler
+    // deinterleaves with vector permutes; the columns at the edges one by one
+    const int64_t span = g.width + g.offset - s;
+    const int64_t inner_begin = std::min(row, (g.offset + s - 1) / s);
+    const int64_t inner_end = span < 0 ? inner_begin : std::clamp(span / s + 1, inner_begin, row);
+    columns(0, inner_begin);
+    columns(inner_end, row);
     const float* first = in + inner_begin * s - g.offset;
     float* odd = phase0 + phase_size;
-    if (s == 2) {   // a constant stride: the compiler deinterleaves with vector permutes
-        for (int64_t c = 0; c < inner_end - inner_begin; ++c) {
-            phase0[inner_begin + c] = first[2 * c];
-            odd[inner_begin + c] = first[2 * c + 1];
-        }
-    } else {
-        for (int64_t b = 0; b < s; ++b)
-            for (int64_t c = 0; c < inner_end - inner_begin; ++c) phase0[b * phase_size + inner_begin + c] = first[c * s + b];
+    for (int64_t c = 0; c < inner_end - inner_begin; ++c) {
+        phase0[inner_begin + c] = first[2 * c];
+        odd[inner_begin + c] = first[2 * c + 1];
     }
 }
 
