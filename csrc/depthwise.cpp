@@ -68,8 +68,8 @@ DARKNET_PY_INLINE void zero_run(float* dst, int64_t n) {
 
 // Padded input row y (zeros outside the plane) into its stride_w column phases, `row` floats each from `phase0`
 // on, `phase_size` apart: phase b's column c is padded column c * stride_w + b, input column c * stride_w + b -
-// offset. Stride 1: the padded row is the phase. Otherwise the phases are gathered from the input row itself: read
-// back from a buffer just written, unaligned, the loads would wait for the stores (no store forwarding).
+// offset. Stride 1: the padded row is the phase. Otherwise the phases are gathered from the input row itself (no
+// padded copy of the row in between).
 template <class V>
 DARKNET_PY_INLINE void split_row(const float* __restrict plane, int64_t y, const WindowGeometry& g, int64_t row,
                                  float* __restrict phase0, int64_t phase_size) {
