@@ -121,6 +121,12 @@ template <Activation A, bool EACH>
 struct AffineRun {
     template <class V>
     static DARKNET_PY_INLINE void run(const float* x, float* y, int64_t n, const float* scale, const float* shift) {
+        // shared coefficients read once: y may alias them, so the compiler would reload them every vector
+        float one_scale = 0.0f, one_shift = 0.0f;
+        if constexpr (!EACH) {
+            one_scale = *scale, one_shift = *shift;
+            scale = &one_scale, shift = &one_shift;
+        }
         int64_t i = 0;
         for (; i + lanes<V>() <= n; i += lanes<V>())
             store(y + i, activate<A>(load<V>(x + i) * coefficient<V, EACH>(scale, i) + coefficient<V, EACH>(shift, i)));

@@ -13,6 +13,8 @@ namespace {
 
 // Outputs per block: summed in registers over every tap before one store. 64 floats: four AVX-512 vectors.
 constexpr int64_t BLOCK = 64;
+// Grid floats per epilogue call: few calls, on floats still in L1.
+constexpr int64_t EPILOGUE_FLOATS = 1024;
 
 // Polyphase form of a strided, dilated window: padded input element (r, c) (input (r - offset, c - offset), zero
 // outside) goes to phase (r % stride_h, c % stride_w) at (r / stride_h, c / stride_w). Tap (ky, kx) of output
@@ -26,6 +28,7 @@ struct Phases {
     int64_t rows, row, size;           // rows and floats per row of a phase; floats per phase (rows * row)
     int64_t grid;                      // output grid floats, rounded up to whole blocks
     int64_t buffer;                    // floats of the phases plus the reads past them (grid blocks past out_w)
+    int64_t reach;                     // the furthest a tap reads within its phase, relative to the grid index
     std::vector<int64_t> tap;          // where tap ky*kernel + kx reads, relative to the output's grid index
 };
 
@@ -37,12 +40,15 @@ Phases phases_of(const WindowGeometry& g) {
     p.size = p.rows * p.row;
     p.grid = (g.out_h * p.row + BLOCK - 1) / BLOCK * BLOCK;
     p.tap.resize(g.kernel * g.kernel);
+    p.reach = 0;
     int64_t furthest = 0;
     for (int64_t ky = 0; ky < g.kernel; ++ky) {
         for (int64_t kx = 0; kx < g.kernel; ++kx) {
             const int64_t dy = ky * g.dilation, dx = kx * g.dilation;
             const int64_t phase = (dy % g.stride_h) * g.stride_w + dx % g.stride_w;
-            p.tap[ky * g.kernel + kx] = phase * p.size + dy / g.stride_h * p.row + dx / g.stride_w;
+            const int64_t within = dy / g.stride_h * p.row + dx / g.stride_w;
+            p.tap[ky * g.kernel + kx] = phase * p.size + within;
+            p.reach = std::max(p.reach, within);
             furthest = std::max(furthest, p.tap[ky * g.kernel + kx]);
         }
     }
@@ -113,8 +119,10 @@ DARKNET_PY_INLINE void split_row(const float* __restrict plane, int64_t y, const
 }
 
 // Planes [begin, end) of x into y, with the buffers of one thread: the phases of the plane, then its output grid
-// (grid[j] = sum over taps of w[t] * phases[j + tap[t]]), the epilogue on the grid while it is in L1 (on the
-// unused columns too: whole vectors), and the out_w columns of each grid row copied out.
+// (grid[j] = sum over taps of w[t] * phases[j + tap[t]]), the epilogue and the copy of the output rows following a
+// few blocks behind. The phases are filled row by row just ahead of the blocks that read them, so that
+// the rows a block reads were written moments before and are still in L1 (a whole plane's phases, filled first,
+// outgrow L1 from about 100x100 on, and every tap's load then came from L2).
 struct DepthwisePlanes {
     template <class V>
     static DARKNET_PY_INLINE void run(const float* x, const float* weights, float* y, int64_t begin, int64_t end,
@@ -124,22 +132,30 @@ struct DepthwisePlanes {
         const Phases& p = *phases;
         constexpr int64_t W = lanes<V>(), NV = BLOCK / W;
         const int64_t taps = g.kernel * g.kernel, in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
+        const int64_t padded_rows = g.stride_h * p.rows;
         float* grid = buffer + p.buffer;
         const int64_t* tap = p.tap.data();
         for (int64_t plane = begin; plane < end; ++plane) {
             const int64_t c = plane % channels;
             const float* in = x + plane * in_plane;
-            for (int64_t i = 0; i < g.stride_h * p.rows; ++i)
-                split_row<V>(in, i - g.offset, g, p.row,
-                             buffer + (i % g.stride_h) * g.stride_w * p.size + i / g.stride_h * p.row, p.size);
             const float* w = weights + c * taps;
+            float* out = y + plane * out_plane;
             // the next plane's input is fetched while this one is computed: its first read (from L3 or memory,
             // where the layer before left it) would otherwise stall the copy into the phases
             const char* next = reinterpret_cast<const char*>(in + in_plane);
             const int64_t lines = plane + 1 < end ? in_plane * int64_t(sizeof(float)) / 64 : 0;
             const int64_t per_block = (lines + p.grid / BLOCK - 1) / (p.grid / BLOCK);
-            int64_t fetched = 0;
+            // prefetched lines, padded input rows split (their phase rows hold within-phase indices below
+            // `ready`), grid floats through the epilogue, output rows written
+            int64_t fetched = 0, filled = 0, ready = 0, activated = 0, written = 0;
             for (int64_t j = 0; j < p.grid; j += BLOCK) {
+                // every phase row this block's taps reach (within-phase indices up to j + BLOCK - 1 + reach): the
+                // stride_h padded input rows of each
+                for (; ready <= j + BLOCK - 1 + p.reach && filled < padded_rows; ready += p.row)
+                    for (const int64_t stop = filled + g.stride_h; filled < stop; ++filled)
+                        split_row<V>(in, filled - g.offset, g, p.row,
+                                     buffer + (filled % g.stride_h) * g.stride_w * p.size + filled / g.stride_h * p.row,
+                                     p.size);
                 for (const int64_t stop = std::min(lines, fetched + per_block); fetched < stop; ++fetched)
                     __builtin_prefetch(next + fetched * 64);
                 V sum[NV] = {};
@@ -151,10 +167,17 @@ struct DepthwisePlanes {
                 }
 #pragma GCC unroll 16
                 for (int64_t v = 0; v < NV; ++v) store(grid + j + v * W, sum[v]);
+                // every EPILOGUE_FLOATS summed (and at the end): the epilogue on them in place, whole vectors, the
+                // unused columns included (per row, the last columns of a narrow row would go one by one), then
+                // the output rows they complete copied out
+                const int64_t summed = j + BLOCK;
+                if (summed - activated < EPILOGUE_FLOATS && summed < p.grid) continue;
+                if (shift) affine_activate_plane(grid + activated, summed - activated, scale ? scale[c] : 1.0f,
+                                                 shift[c], act);
+                activated = summed;
+                for (; written < g.out_h && written * p.row + g.out_w <= summed; ++written)
+                    copy_run<V>(out + written * g.out_w, grid + written * p.row, g.out_w);
             }
-            if (shift) affine_activate_plane(grid, g.out_h * p.row, scale ? scale[c] : 1.0f, shift[c], act);
-            float* out = y + plane * out_plane;
-            for (int64_t oy = 0; oy < g.out_h; ++oy) copy_run<V>(out + oy * g.out_w, grid + oy * p.row, g.out_w);
         }
     }
 };

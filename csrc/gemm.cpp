@@ -15,7 +15,7 @@ namespace {
 // in registers; each step loads NV vectors of B and broadcasts PACK_ROWS values of A, read from a packed panel
 // (PACKED: consecutive) or from PACK_ROWS rows of a row-major A (stride lda; rows past `rows` repeat the last row,
 // their results are not stored).
-template <class V, int NV, bool PACKED>
+template <class V, int NV, bool PACKED, bool ACCUMULATE>
 DARKNET_PY_INLINE void block(const float* __restrict a, int64_t lda, int64_t k, const float* __restrict b,
                              int64_t ldb, float* __restrict c, int64_t ldc, int64_t rows) {
     constexpr int64_t W = lanes<V>();
@@ -26,7 +26,7 @@ DARKNET_PY_INLINE void block(const float* __restrict a, int64_t lda, int64_t k, 
 #pragma GCC unroll 16
     for (int r = 0; r < PACK_ROWS; ++r)
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) acc[r][j] = V{};
+        for (int j = 0; j < NV; ++j) acc[r][j] = ACCUMULATE && r < rows ? load<V>(c + r * ldc + j * W) : V{};
     for (int64_t p = 0; p < k; ++p) {
         V row[NV];
 #pragma GCC unroll 4
@@ -48,8 +48,13 @@ DARKNET_PY_INLINE void block(const float* __restrict a, int64_t lda, int64_t k, 
 // B is read in slices of columns whose part (k x slice) stays in L2 while the panels pass over it.
 constexpr int64_t B_SLICE_FLOATS = 1 << 16;   // 256 KiB
 
+// k is taken KC rows at a time (the tile accumulating across them), so that a strip of B (KC x NV vectors) and the
+// panels' part of A (PART_PANELS x PACK_ROWS x KC) both stay in L1 (48 KiB) while they serve each other; over
+// the whole k they spilled to L2 from k = 128 or so.
+constexpr int64_t KC = 128;
+
 // gemm_block: strips of NV vectors of columns, then single vectors (the columns are a multiple of COLUMN_ALIGN),
-// each strip multiplied by every panel in turn while it is in L1 (k x NV vectors: 16 KiB for k = 128 on AVX-512).
+// each strip multiplied by every panel in turn while it is in L1.
 template <class V, int NV, bool PACKED>
 DARKNET_PY_INLINE void panels(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, const float* b,
                               int64_t ldb, int64_t column_begin, int64_t column_end, float* c, int64_t ldc) {
@@ -58,15 +63,22 @@ DARKNET_PY_INLINE void panels(const LeftMatrix& a, int64_t panel_begin, int64_t 
     for (int64_t start = column_begin; start < column_end; start += slice) {
         const int64_t stop = std::min(column_end, start + slice);
         const int64_t wide_end = start + (stop - start) / WIDE * WIDE;
-        for (int64_t j = start; j < stop; j += j < wide_end ? WIDE : W) {
-            for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-                const float* rows_of_a = a.data + panel * PACK_ROWS * (PACKED ? a.k : a.lda);
-                const int64_t rows = std::min(PACK_ROWS, a.m - panel * PACK_ROWS);
-                float* out = c + panel * PACK_ROWS * ldc + j;
-                if (j < wide_end) {
-                    block<V, NV, PACKED>(rows_of_a, a.lda, a.k, b + j, ldb, out, ldc, rows);
-                } else {
-                    block<V, 1, PACKED>(rows_of_a, a.lda, a.k, b + j, ldb, out, ldc, rows);
+        for (int64_t k0 = 0; k0 < std::max<int64_t>(a.k, 1); k0 += KC) {
+            const int64_t kc = std::min(KC, a.k - k0);
+            for (int64_t j = start; j < stop; j += j < wide_end ? WIDE : W) {
+                for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+                    const float* rows_of_a = a.data + panel * PACK_ROWS * (PACKED ? a.k : a.lda) +
+                                             k0 * (PACKED ? PACK_ROWS : 1);
+                    const float* rows_of_b = b + k0 * ldb + j;
+                    const int64_t rows = std::min(PACK_ROWS, a.m - panel * PACK_ROWS);
+                    float* out = c + panel * PACK_ROWS * ldc + j;
+                    if (j < wide_end) {
+                        if (k0) block<V, NV, PACKED, true>(rows_of_a, a.lda, kc, rows_of_b, ldb, out, ldc, rows);
+                        else block<V, NV, PACKED, false>(rows_of_a, a.lda, kc, rows_of_b, ldb, out, ldc, rows);
+                    } else {
+                        if (k0) block<V, 1, PACKED, true>(rows_of_a, a.lda, kc, rows_of_b, ldb, out, ldc, rows);
+                        else block<V, 1, PACKED, false>(rows_of_a, a.lda, kc, rows_of_b, ldb, out, ldc, rows);
+                    }
                 }
             }
         }
@@ -87,6 +99,9 @@ struct Panels {
         }
     }
 };
+
+// Rows of B ahead of the copy that gemm() of a B in memory prefetches.
+constexpr int64_t PREFETCH_ROWS = 6;
 
 // Columns per part of gemm(): up to 256, fewer where k is large, so that a thread's panel of B (k x columns)
 // stays within L2 (256 KiB).
@@ -237,7 +252,16 @@ void gemm(const LeftMatrix& a, int64_t groups, const float* b, int64_t ldb, int6
           const float* scale, const float* shift, Activation act) {
     gemm(a, groups, n, [&](int64_t group, int64_t first, int64_t last, float* panel, int64_t stride) {
         const float* rows = b + group * a.k * ldb + first;
-        for (int64_t r = 0; r < a.k; ++r) std::copy(rows + r * ldb, rows + r * ldb + last - first, panel + r * stride);
+        const int64_t lines = ((last - first) * int64_t(sizeof(float)) + 63) / 64;
+        for (int64_t r = 0; r < a.k; ++r) {
+            // a slice's rows are short runs far apart, each too short for the hardware prefetcher to catch before
+            // the copy has read it: fetched PREFETCH_ROWS rows ahead instead
+            if (r + PREFETCH_ROWS < a.k) {
+                const char* ahead = reinterpret_cast<const char*>(rows + (r + PREFETCH_ROWS) * ldb);
+                for (int64_t line = 0; line < lines; ++line) __builtin_prefetch(ahead + 64 * line);
+            }
+            std::copy(rows + r * ldb, rows + r * ldb + last - first, panel + r * stride);
+        }
     }, c, ldc, scale, shift, act);
 }
 
