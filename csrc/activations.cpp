@@ -135,11 +135,28 @@ struct AffineRun {
     }
 };
 
-template <bool EACH>
-void affine_run(const float* x, float* y, int64_t n, const float* scale, const float* shift, Activation act) {
+// affine_activate_interleaved: with vectors of `width` lanes, the coefficients are one vector each
+template <Activation A>
+struct AffineInterleaved {
+    template <class V>
+    static DARKNET_PY_INLINE void run(float* x, int64_t n, int64_t width, const float* scale, const float* shift) {
+        if (lanes<V>() == width) {
+            const V s = load<V>(scale), b = load<V>(shift);
+            int64_t i = 0;
+            for (; i + lanes<V>() <= n; i += lanes<V>()) store(x + i, activate<A>(load<V>(x + i) * s + b));
+            for (; i < n; ++i) x[i] = activate<A>(x[i] * scale[i % width] + shift[i % width]);
+            return;
+        }
+        for (int64_t i = 0; i < n; ++i) x[i] = activate<A>(x[i] * scale[i % width] + shift[i % width]);
+    }
+};
+
+// simd_run<Kernel<act>>(args...): the kernel instantiated for each activation, picked at run time.
+template <template <Activation> class Kernel, class... Args>
+void for_activation(Activation act, Args... args) {
     switch (act) {
 #define DARKNET_PY_CASE(A) \
-    case Activation::A: simd_run<AffineRun<Activation::A, EACH>>(x, y, n, scale, shift); break;
+    case Activation::A: simd_run<Kernel<Activation::A>>(args...); break;
         DARKNET_PY_CASE(linear) DARKNET_PY_CASE(logistic) DARKNET_PY_CASE(loggy) DARKNET_PY_CASE(tanh)
         DARKNET_PY_CASE(relu) DARKNET_PY_CASE(relu6) DARKNET_PY_CASE(leaky) DARKNET_PY_CASE(relie)
         DARKNET_PY_CASE(ramp) DARKNET_PY_CASE(elu) DARKNET_PY_CASE(selu) DARKNET_PY_CASE(gelu)
@@ -148,6 +165,9 @@ void affine_run(const float* x, float* y, int64_t n, const float* scale, const f
 #undef DARKNET_PY_CASE
     }
 }
+
+template <Activation A> using AffineShared = AffineRun<A, false>;
+template <Activation A> using AffineEach = AffineRun<A, true>;
 
 struct Named { const char* name; Activation act; };
 const Named NAMES[] = {
@@ -179,12 +199,17 @@ std::vector<std::string> activation_names() {
 }
 
 void affine_activate_copy(const float* x, float* y, int64_t n, float scale, float shift, Activation act) {
-    affine_run<false>(x, y, n, &scale, &shift, act);
+    for_activation<AffineShared>(act, x, y, n, &scale, &shift);
 }
 
 void affine_activate_each(const float* x, float* y, int64_t n, const float* scale, const float* shift,
                           Activation act) {
-    affine_run<true>(x, y, n, scale, shift, act);
+    for_activation<AffineEach>(act, x, y, n, scale, shift);
+}
+
+void affine_activate_interleaved(float* x, int64_t n, int64_t width, const float* scale, const float* shift,
+                                 Activation act) {
+    for_activation<AffineInterleaved>(act, x, n, width, scale, shift);
 }
 
 void affine_activate_plane(float* x, int64_t n, float scale, float shift, Activation act) {

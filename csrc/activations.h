@@ -26,6 +26,11 @@ void affine_activate_copy(const float* x, float* y, int64_t n, float scale, floa
 void affine_activate_each(const float* x, float* y, int64_t n, const float* scale, const float* shift,
                           Activation act);
 
+// x[i] = act(x[i] * scale[i % width] + shift[i % width]) for n values: values interleaved from `width` channels
+// (position-major), scale and shift holding one coefficient per channel.
+void affine_activate_interleaved(float* x, int64_t n, int64_t width, const float* scale, const float* shift,
+                                 Activation act);
+
 // Inference batch normalization then scales and biases as one per-channel map z * scale + shift (darknet's
 // fuse_conv_batchnorm): scale = scales / sqrt(variance + .00001), shift = biases - mean * scale, for n channels,
 // computed in double and rounded once.

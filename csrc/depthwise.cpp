@@ -185,9 +185,10 @@ struct DepthwisePlanes {
 // Small planes, where most of a grid's vectors would be unused columns: lanes<V>() channels at once, each vector
 // holding one position of those channels. Per block of CHANNEL_BLOCK channels of one image: their padded windows
 // interleaved (position-major, channel fastest) and their weights likewise, the outputs summed tap by tap for
-// OUTPUT_RUN positions at a time (one load of a tap's weights serves them all), then written back to the
-// channels' planes and the epilogue applied per plane.
-constexpr int64_t CHANNEL_BLOCK = 16, OUTPUT_RUN = 4;
+// up to OUTPUT_RUN positions at a time (one load of a tap's weights serves them all), then written back to the
+// channels' planes and the epilogue applied per plane. Interleaving and writing back go lanes<V>() positions of
+// lanes<V>() channels at a time, through an in-register transpose.
+constexpr int64_t CHANNEL_BLOCK = 16, OUTPUT_RUN = 8;   // row_outputs' switch covers the rest of a row
 
 struct ChannelWindow {
     int64_t rows, cols;   // the padded extent the windows reach: element (r, c) is input (r - offset, c - offset)
@@ -196,6 +197,59 @@ struct ChannelWindow {
 ChannelWindow channel_window(const WindowGeometry& g) {
     return {(g.out_h - 1) * g.stride_h + (g.kernel - 1) * g.dilation + 1,
             (g.out_w - 1) * g.stride_w + (g.kernel - 1) * g.dilation + 1};
+}
+
+// r[i][j] becomes r[j][i] (lanes<V>() vectors): log2(lanes) rounds, each swapping the off-diagonal h x h blocks of
+// every 2h x 2h block with two-vector shuffles.
+template <class V>
+DARKNET_PY_INLINE void transpose(V* r) {
+    constexpr int64_t L = lanes<V>();
+#pragma GCC unroll 8
+    for (int64_t h = L / 2; h >= 1; h /= 2) {
+        IntOf<V> low, high;
+#pragma GCC unroll 16
+        for (int64_t j = 0; j < L; ++j) {
+            low[j] = static_cast<int32_t>(j & h ? L + j - h : j);
+            high[j] = static_cast<int32_t>(j & h ? L + j : j + h);
+        }
+#pragma GCC unroll 16
+        for (int64_t i = 0; i < L; ++i) {
+            if (i & h) continue;
+            const V a = r[i], b = r[i + h];
+            r[i] = __builtin_shuffle(a, b, low);
+            r[i + h] = __builtin_shuffle(a, b, high);
+        }
+    }
+}
+
+// n <= lanes<V>() floats from p, zeros after them
+template <class V>
+DARKNET_PY_INLINE V load_part(const float* p, int64_t n) {
+    if (n == lanes<V>()) return load<V>(p);
+    V v = {};
+    for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+    return v;
+}
+
+template <class V>
+DARKNET_PY_INLINE void store_part(float* p, V v, int64_t n) {
+    if (n == lanes<V>()) return store(p, v);
+    for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+
+// put(i, v) for i < n in order, v holding value i of each of `count` <= lanes<V>() arrays of n floats (src, src +
+// n, ...; zeros in the other lanes): lanes<V>() values of each at a time, transposed in registers.
+template <class V, class Put>
+DARKNET_PY_INLINE void interleave(const float* src, int64_t n, int64_t count, const Put& put) {
+    constexpr int64_t L = lanes<V>();
+    for (int64_t i = 0; i < n; i += L) {
+        const int64_t part = std::min(L, n - i);
+        V v[L];
+#pragma GCC unroll 16
+        for (int64_t l = 0; l < L; ++l) v[l] = l < count ? load_part<V>(src + l * n + i, part) : V{};
+        transpose(v);
+        for (int64_t t = 0; t < part; ++t) put(i + t, v[t]);
+    }
 }
 
 struct DepthwiseChannels {
@@ -210,60 +264,93 @@ struct DepthwiseChannels {
         const int64_t blocks = (channels + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
         float* window = buffer;                    // e.rows * e.cols positions of L channels
         float* w = window + e.rows * e.cols * L;   // taps x L
-        float* out = w + taps * L;                 // out_plane positions x L
+        float* out = w + taps * L;                 // out_plane positions x L (rounded up to whole transposes)
+        // the input rows and columns the windows reach
+        const int64_t rows_in = std::min(g.height, e.rows - g.offset), cols_in = std::min(g.width, e.cols - g.offset);
         for (int64_t unit = begin; unit < end; ++unit) {
             const int64_t image = unit / blocks, block_end = std::min(channels, (unit % blocks + 1) * CHANNEL_BLOCK);
             for (int64_t c0 = unit % blocks * CHANNEL_BLOCK; c0 < block_end; c0 += L) {
                 const int64_t count = std::min(L, block_end - c0);
+                const float* planes = x + (image * channels + c0) * in_plane;
                 zero_run<V>(window, e.rows * e.cols * L);
-                zero_run<V>(w, taps * L);
-                const int64_t rows_in = std::min(g.height, e.rows - g.offset), cols_in = std::min(g.width, e.cols - g.offset);
-                for (int64_t l = 0; l < count; ++l) {
-                    const float* plane = x + (image * channels + c0 + l) * in_plane;
-                    for (int64_t iy = 0; iy < rows_in; ++iy)
-                        for (int64_t ix = 0; ix < cols_in; ++ix)
-                            window[((iy + g.offset) * e.cols + ix + g.offset) * L + l] = plane[iy * g.width + ix];
-                    for (int64_t t = 0; t < taps; ++t) w[t * L + l] = weights[(c0 + l) * taps + t];
+                interleave<V>(weights + c0 * taps, taps, count, [&](int64_t t, V v) { store(w + t * L, v); });
+                // each input position's vector of the L channels into its window position (the rows and columns
+                // the windows reach)
+                int64_t iy = 0, ix = 0;
+                interleave<V>(planes, in_plane, count, [&](int64_t, V v) {
+                    if (iy < rows_in && ix < cols_in) store(window + ((iy + g.offset) * e.cols + ix + g.offset) * L, v);
+                    if (++ix == g.width) ix = 0, ++iy;
+                });
+                if (g.stride_w == 1) {
+                    row_outputs<V, true>(window, g, e, w, out);
+                } else {
+                    row_outputs<V, false>(window, g, e, w, out);
                 }
-                for (int64_t oy = 0; oy < g.out_h; ++oy) {
-                    const float* row = window + oy * g.stride_h * e.cols * L;
-                    for (int64_t ox = 0; ox < g.out_w;) {
-                        if (ox + OUTPUT_RUN <= g.out_w) {
-                            outputs<V, OUTPUT_RUN>(row, g, e, w, out + (oy * g.out_w + ox) * L, ox);
-                            ox += OUTPUT_RUN;
-                        } else {
-                            outputs<V, 1>(row, g, e, w, out + (oy * g.out_w + ox) * L, ox);
-                            ox += 1;
-                        }
+                if (shift) {   // on the interleaved sums: a vector of coefficients, no call per plane
+                    float factors[L], offsets[L];
+                    for (int64_t l = 0; l < L; ++l) {
+                        factors[l] = l < count && scale ? scale[c0 + l] : 1.0f;
+                        offsets[l] = l < count ? shift[c0 + l] : 0.0f;
                     }
+                    affine_activate_interleaved(out, out_plane * L, L, factors, offsets, act);
                 }
-                for (int64_t l = 0; l < count; ++l) {
-                    const int64_t c = c0 + l;
-                    float* plane = y + (image * channels + c) * out_plane;
-                    for (int64_t i = 0; i < out_plane; ++i) plane[i] = out[i * L + l];
-                    if (shift) affine_activate_plane(plane, out_plane, scale ? scale[c] : 1.0f, shift[c], act);
+                // L positions of the L channels, transposed into L runs of the channels' planes
+                float* first = y + (image * channels + c0) * out_plane;
+                for (int64_t i = 0; i < out_plane; i += L) {
+                    V v[L];
+#pragma GCC unroll 16
+                    for (int64_t p = 0; p < L; ++p) v[p] = load<V>(out + (i + p) * L);
+                    transpose(v);
+                    const int64_t n = std::min(L, out_plane - i);
+                    for (int64_t l = 0; l < count; ++l) store_part(first + l * out_plane + i, v[l], n);
                 }
             }
         }
     }
 
-    // N consecutive outputs of one output row from column ox on, summed over the taps
-    template <class V, int64_t N>
-    static DARKNET_PY_INLINE void outputs(const float* row, const WindowGeometry& g, const ChannelWindow& e,
-                                          const float* w, float* out, int64_t ox) {
+    // The sums of every output position from the interleaved window: runs of OUTPUT_RUN positions along each
+    // output row, then the rest of the row as one run (a run of one output would be a chain of dependent
+    // multiply-adds). UNIT: stride_w is 1 (the positions of a run are consecutive vectors of the window).
+    template <class V, bool UNIT>
+    static DARKNET_PY_INLINE void row_outputs(const float* window, const WindowGeometry& g, const ChannelWindow& e,
+                                              const float* w, float* out) {
         constexpr int64_t L = lanes<V>();
+        for (int64_t oy = 0; oy < g.out_h; ++oy) {
+            const float* row = window + oy * g.stride_h * e.cols * L;
+            float* sums = out + oy * g.out_w * L;
+            int64_t ox = 0;
+            for (; ox + OUTPUT_RUN <= g.out_w; ox += OUTPUT_RUN) outputs<V, OUTPUT_RUN, UNIT>(row, g, e, w, sums, ox);
+            switch (g.out_w - ox) {
+                case 1: outputs<V, 1, UNIT>(row, g, e, w, sums, ox); break;
+                case 2: outputs<V, 2, UNIT>(row, g, e, w, sums, ox); break;
+                case 3: outputs<V, 3, UNIT>(row, g, e, w, sums, ox); break;
+                case 4: outputs<V, 4, UNIT>(row, g, e, w, sums, ox); break;
+                case 5: outputs<V, 5, UNIT>(row, g, e, w, sums, ox); break;
+                case 6: outputs<V, 6, UNIT>(row, g, e, w, sums, ox); break;
+                case 7: outputs<V, 7, UNIT>(row, g, e, w, sums, ox); break;
+                default: break;
+            }
+        }
+    }
+
+    // N consecutive outputs of one output row from column ox on, summed over the taps, into sums[ox...]
+    template <class V, int64_t N, bool UNIT>
+    static DARKNET_PY_INLINE void outputs(const float* row, const WindowGeometry& g, const ChannelWindow& e,
+                                          const float* w, float* sums, int64_t ox) {
+        constexpr int64_t L = lanes<V>();
+        const int64_t step = UNIT ? L : g.stride_w * L, tap_step = g.dilation * L;
         V sum[N] = {};
+        const float* weight = w;
         for (int64_t ky = 0; ky < g.kernel; ++ky) {
-            const float* r = row + ky * g.dilation * e.cols * L;
-            for (int64_t kx = 0; kx < g.kernel; ++kx) {
-                const V wv = load<V>(w + (ky * g.kernel + kx) * L);
-                const float* src = r + (ox * g.stride_w + kx * g.dilation) * L;
+            const float* src = row + (ky * g.dilation * e.cols + ox * (UNIT ? 1 : g.stride_w)) * L;
+            for (int64_t kx = 0; kx < g.kernel; ++kx, src += tap_step, weight += L) {
+                const V wv = load<V>(weight);
 #pragma GCC unroll 8
-                for (int64_t i = 0; i < N; ++i) sum[i] += wv * load<V>(src + i * g.stride_w * L);
+                for (int64_t i = 0; i < N; ++i) sum[i] += wv * load<V>(src + i * step);
             }
         }
 #pragma GCC unroll 8
-        for (int64_t i = 0; i < N; ++i) store(out + i * L, sum[i]);
+        for (int64_t i = 0; i < N; ++i) store(sums + (ox + i) * L, sum[i]);
     }
 };
 
@@ -277,7 +364,8 @@ bool interleave_channels(const WindowGeometry& g) { return g.out_w <= 8 || (g.ou
 int64_t depthwise_thread_floats(const WindowGeometry& g) {
     if (interleave_channels(g)) {
         const ChannelWindow e = channel_window(g);
-        return (e.rows * e.cols + g.kernel * g.kernel + g.out_h * g.out_w) * CHANNEL_BLOCK;
+        const int64_t outputs = (g.out_h * g.out_w + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK * CHANNEL_BLOCK;
+        return (e.rows * e.cols + g.kernel * g.kernel + outputs) * CHANNEL_BLOCK;
     }
     const Phases p = phases_of(g);
     return p.buffer + p.grid;

@@ -412,7 +412,11 @@ class NumpyOps:
     # DARKNET_PY_WINOGRAD=cached|uncached|off).
     WINOGRAD_MIN_CHANNELS = 16
     WINOGRAD_TILES = (4, 2)           # the candidates, best first on a tie
-    WINOGRAD_WEIGHT_COST = 8          # reading a transformed weight costs about as much as 8 multiply-adds
+    # Reading a transformed weight costs about as much as 32 multiply-adds: they come from memory at every forward
+    # (yolov4-tiny's are 4x its 24 MB in F(4x4)). Measured per layer on a 2-core Intel host (2026-12-06), F(2x2)
+    # beat F(4x4) on every 26x26 and 13x13 layer of yolov4-tiny (13x13 512->512: 5.6 vs 6.3 ms) and lost on
+    # 52x52 and larger; 8 chose F(4x4) for all of them.
+    WINOGRAD_WEIGHT_COST = 32
 
     def conv_path(self, c, filters, size, stride_x, stride_y, pad, dilation, groups, out_h, out_w, activation,
                   train, dtype=np.float32):
