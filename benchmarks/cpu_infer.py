@@ -6,7 +6,8 @@ and cfg/mixnet_m.cfg 224, batch 1.
 Prints the median ms/image of the three engines and the ratios ours/OpenCV and ours/onnxruntime (goal: <= 1.0 for
 both), with the lowest and highest ratio of the rounds' medians (their spread). onnxruntime runs our own ONNX
 export of the same network and weights (intra-op threads = --threads, one inter-op thread, all graph
-optimizations). A net name is looked up in the project's cfg/ first, then in darknet's bundled cfgs. --mode blocks
+optimizations); our network's weights are frozen (Network.freeze_weights, as the CLI's inference verbs do). A
+net name is looked up in the project's cfg/ first, then in darknet's bundled cfgs. --mode blocks
 (default, the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in 3 rounds, so
 each keeps its thread pool warm as in real use (after a
 pause that lets the engine before it go idle). --mode alternate: the engines take turns image by image, so that
@@ -161,6 +162,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / "w.weights"
             net = reference_net(cfg, weights)
+            net.freeze_weights()   # as deployed, and as the other engines hold theirs: constants
             x = image_blob(shared / "data" / "dog.jpg", net.width, net.height)
             cvnet = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
             onnx_path = Path(tmp) / "net.onnx"

@@ -168,6 +168,13 @@ def _float32(a):
 _C = None
 
 
+def _array_owner(a):
+    """The NumPy array whose memory `a` views (a itself if it is not a view of one)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
 def _kernels():
     """darknet_py._C, imported on first use: without it `import darknet_py` still works, and the first kernel
     call raises DarknetBuildError, which the CLI prints as one line. Kept once imported (an import statement costs
@@ -506,9 +513,7 @@ class NumpyOps:
         place by training and tests), and is dropped with the array."""
         if self.winograd == "uncached":
             return self._winograd_transform(w, tile)
-        owner = w
-        while isinstance(owner.base, np.ndarray):
-            owner = owner.base
+        owner = _array_owner(w)
         key = (id(owner), w.ctypes.data, w.shape, tile)
         cached = self._winograd_cache.get(key)
         if cached is not None and self._unchanged(cached[0], w):
@@ -518,14 +523,24 @@ class NumpyOps:
         else:
             del self._winograd_cache[key]      # free the stale transform before building the new one
         transformed = self._winograd_transform(w, tile)
-        self._winograd_cache[key] = (w.copy(), transformed)
+        self._winograd_cache[key] = (None if self._frozen(w) else w.copy(), transformed)
         return transformed
 
     @staticmethod
-    def _unchanged(copy, w):
+    def _frozen(w):
+        """Whether the array w views is read-only and owns its memory (Network.freeze_weights): nothing can write
+        into it, nor into any view of it, unless its flag is set back first."""
+        owner = _array_owner(w)
+        return owner.base is None and not owner.flags.writeable
+
+    @classmethod
+    def _unchanged(cls, copy, w):
         """Whether w still holds the bytes of copy (a C-contiguous copy of it): a byte comparison on the
         kernels' threads, which allocates nothing; np.array_equal (and its boolean array) only for a
-        non-contiguous w."""
+        non-contiguous w. copy None: w was frozen when the cache entry was made, and is unchanged while it
+        stays so."""
+        if copy is None:
+            return cls._frozen(w)
         if not w.flags.c_contiguous:
             return np.array_equal(copy, w)
         return _kernels().same_bytes(copy, w)

@@ -108,6 +108,8 @@ def cmd_benchmark(args):
     if args.weights:
         load_weights(net, args.weights)
     init_weights(net)
+    if not args.train:
+        net.freeze_weights()   # inference, as deployed: no per-forward check of the cached Winograd weights
     result = benchmark(net, args.iterations, args.warmup, args.train, args.layers)
     print(json.dumps(result, indent=1) if args.format == "json" else format_result(result, net))
 

@@ -112,6 +112,7 @@ def validate_classifier(data_path, cfg_path, weights, out=None, quiet=True):
     from .datafile import read_data_file
     data = read_data_file(data_path)
     net = build_network(cfg_path, weights, batch=1)
+    net.freeze_weights()   # inference only
     _check_classes(net, data)
     topk = min(data.top, data.classes)
     paths = read_list(data.valid)
@@ -133,6 +134,7 @@ def predict_classifier(data_path, cfg_path, weights, image, top=0, out=None, qui
     from .datafile import read_data_file
     data = read_data_file(data_path)
     net = build_network(cfg_path, weights, batch=1)
+    net.freeze_weights()   # inference only
     _check_classes(net, data)
     names = data.names
     if not 0 <= top <= data.classes:

@@ -44,13 +44,15 @@ MAP_THRESH = 0.005   # validate_detector_map's detection threshold
 
 # -- network and names ------------------------------------------------------------------------------
 def load_detector(cfg, weights, device="cpu"):
-    """The network of `cfg` at batch 1 with `weights`, refused unless it has a detection head."""
+    """The network of `cfg` at batch 1 with `weights` (frozen: Network.freeze_weights), refused unless it has a
+    detection head."""
     from .network import Network
     from .weights import load_weights
     net = Network(cfg, batch=1, device=device)
     check_detector(net)
     if weights is not None:
         load_weights(net, weights, strict=True)
+    net.freeze_weights()   # test and map only run inference
     return net
 
 

@@ -216,6 +216,31 @@ def test_winograd_weight_cache_follows_in_place_changes_and_new_arrays():
     assert len(ops._winograd_cache) == 1
 
 
+def test_winograd_cache_of_frozen_weights_keeps_no_copy_and_resumes_checking_when_thawed(monkeypatch):
+    """Read-only weights that own their memory (Network.freeze_weights) cannot change: the cache keeps no copy
+    of them and compares nothing; once writeable again they are compared (and copied) as any others."""
+    ops, x, weights, shift = _winograd_case(6)
+    weights.flags.writeable = False
+    compared = []
+    monkeypatch.setattr(_C, "same_bytes", lambda a, b: compared.append(1) or np.array_equal(a, b))
+
+    def check(w):
+        got = ops.conv2d_affine_activation(x, w, None, shift, "linear", 1, 1, 1, 1, 1)
+        np.testing.assert_allclose(got, _reference_conv_affine(x, w, np.ones(16), shift, "linear", 1),
+                                   rtol=1e-4, atol=1e-5)
+
+    check(weights)
+    check(weights.reshape(16, 16, 3, 3))        # a view of it: the same cache entry
+    assert [entry[0] for entry in ops._winograd_cache.values()] == [None] and not compared
+    with pytest.raises(ValueError):
+        weights[0, 0, 0, 0] = 1.0
+    weights.flags.writeable = True
+    weights[0, 0, 0, 0] += 0.5                  # thawed and changed: rebuilt, with a copy to compare from now on
+    check(weights)
+    check(weights)
+    assert len(compared) == 1 and list(ops._winograd_cache.values())[0][0] is not None
+
+
 def test_same_bytes_finds_any_differing_byte():
     rng = np.random.default_rng(4)
     a = rng.normal(size=(3, 70001)).astype(np.float32)     # several of the kernel's 64 KiB blocks, a partial last

@@ -493,6 +493,22 @@ def test_non_finite_training_stops_naming_iteration_and_first_layer(tmp_path, po
             np.testing.assert_array_equal(net.layers[index].weights[name], array)
 
 
+def test_frozen_network_weights_are_read_only_copies_that_compute_the_same(shared):
+    net = randomized(load_quiet(shared / "cfg" / "yolov4-tiny.cfg", width=128, height=128))
+    x = np.random.default_rng(1).random((1, 3, 128, 128), dtype=np.float32)
+    expected = net.forward(x).copy()
+    earlier = net.layers[2].weights["weights"]
+    net.freeze_weights()
+    frozen = net.layers[2].weights["weights"]
+    assert frozen is not earlier and not frozen.flags.writeable
+    earlier[...] = 0                            # a reference taken before no longer reaches the network
+    np.testing.assert_array_equal(net.forward(x), expected)
+    del earlier                                 # its cache entry goes with it; the frozen arrays' keep no copy
+    assert net.ops._winograd_cache and all(entry[0] is None for entry in net.ops._winograd_cache.values())
+    with pytest.raises(ValueError):
+        frozen += 1
+
+
 @pytest.mark.parametrize("mode", ["uncached", "off"])
 def test_winograd_modes_hold_no_weight_cache(shared, monkeypatch, mode):
     """DARKNET_PY_WINOGRAD=uncached transforms the weights at every forward and =off runs im2col: neither keeps
