@@ -103,13 +103,21 @@ struct Panels {
 // Rows of B ahead of the copy that gemm() of a B in memory prefetches.
 constexpr int64_t PREFETCH_ROWS = 6;
 
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// Rows [row_begin, row_end) of a panel of B from `columns`, each padded with zeros to whole vectors.
+void fill_panel(const ColumnSource& columns, int64_t group, int64_t first, int64_t last, int64_t row_begin,
+                int64_t row_end, float* panel, int64_t ldb) {
+    columns(group, first, last, row_begin, row_end, panel, ldb);
+    const int64_t count = last - first, padded = round_up(count, COLUMN_ALIGN);
+    for (int64_t r = row_begin; r < row_end; ++r) std::fill(panel + r * ldb + count, panel + r * ldb + padded, 0.0f);
+}
+
 // Columns per part of gemm(): up to 256, fewer where k is large, so that a thread's panel of B (k x columns)
 // stays within L2 (256 KiB).
 int64_t part_columns(int64_t k) {
     return std::clamp<int64_t>(B_SLICE_FLOATS / std::max<int64_t>(1, k) / 32 * 32, 32, 256);
 }
-
-int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 // The widest part's columns, rounded up to whole vectors: the row length of a thread's tile (its panel of B
 // rows are a vector longer).
@@ -169,7 +177,7 @@ void dot_gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource
             const int64_t rows = std::min(DOT_PART_ROWS, a.m - row0);
             if (group != loaded) {
                 loaded = group;
-                columns(group, 0, n, b.get(), n);
+                columns(group, 0, n, 0, a.k, b.get(), n);
                 for (int64_t p = 0; p < a.k; ++p)
                     for (int64_t j = 0; j < n; ++j) bt[j * a.k + p] = b[p * n + j];
             }
@@ -213,27 +221,44 @@ void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& co
     const int64_t panels = packed_panels(a.m), chunks = (panels + PART_PANELS - 1) / PART_PANELS;
     const int64_t width = part_columns(a.k), slices = (n + width - 1) / width, stride = part_stride(a.k, n);
     // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
+    // B one slice wide, no more groups than threads: every part of a group reads the same panel, which each thread
+    // would copy for itself (a 7x7 map's 960 rows: 2 threads were 1.3x one). Copied once, by all threads, first;
+    // gemm_thread_floats' per-thread panel covers it.
+    const int threads = num_threads();
+    const bool shared = slices == 1 && threads > 1 && groups <= threads && groups * chunks > 1;
+    const int64_t shared_ldb = round_up(n, COLUMN_ALIGN) + COLUMN_ALIGN;
+    const auto shared_panels = scratch_floats(shared ? groups * a.k * shared_ldb : 0);
+    if (shared) {
+        parallel_for(groups * a.k, [&](int64_t begin, int64_t end) {
+            for (int64_t item = begin; item < end;) {
+                const int64_t group = item / a.k, row = item % a.k, rows = std::min(a.k - row, end - item);
+                float* panel = shared_panels.get() + group * a.k * shared_ldb;
+                fill_panel(columns, group, 0, n, row, row + rows, panel, shared_ldb);
+                item += rows;
+            }
+        }, 1 + 8192 / n);
+    }
     parallel_for(slices * groups * chunks, [&](int64_t begin, int64_t end) {
         // gemm_thread_floats counts these two
-        const auto panel_of_b = scratch_floats(a.k * (stride + COLUMN_ALIGN));
+        const auto panel_of_b = scratch_floats(shared ? 0 : a.k * (stride + COLUMN_ALIGN));
         const auto tile = scratch_floats(PART_PANELS * PACK_ROWS * stride);
         int64_t loaded = -1;
         for (int64_t part = begin; part < end; ++part) {
             const int64_t chunk = part % chunks, group = part / chunks % groups, slice = part / (chunks * groups);
             const int64_t first = slice * width, count = std::min(n - first, width);
-            const int64_t padded = round_up(count, COLUMN_ALIGN), ldb = padded + COLUMN_ALIGN;
-            if (part / chunks != loaded) {
+            const int64_t padded = round_up(count, COLUMN_ALIGN);
+            const int64_t ldb = shared ? shared_ldb : padded + COLUMN_ALIGN;
+            const float* b = shared ? shared_panels.get() + group * a.k * shared_ldb : panel_of_b.get();
+            if (!shared && part / chunks != loaded) {
                 loaded = part / chunks;
-                columns(group, first, first + count, panel_of_b.get(), ldb);
-                for (int64_t r = 0; r < a.k; ++r)
-                    std::fill(panel_of_b.get() + r * ldb + count, panel_of_b.get() + r * ldb + padded, 0.0f);
+                fill_panel(columns, group, first, first + count, 0, a.k, panel_of_b.get(), ldb);
             }
             // this chunk of panels of this group's A as a matrix of its own
             const int64_t panel0 = chunk * PART_PANELS, row0 = panel0 * PACK_ROWS;
             const int64_t rows = std::min(PART_PANELS * PACK_ROWS, a.m - row0);
             const int64_t offset = a.packed ? (group * panels + panel0) * PACK_ROWS * a.k : (group * a.m + row0) * a.lda;
             const LeftMatrix part_of_a{a.data + offset, rows, a.k, a.lda, a.packed};
-            gemm_block(part_of_a, 0, packed_panels(rows), panel_of_b.get(), ldb, 0, padded, tile.get(), padded);
+            gemm_block(part_of_a, 0, packed_panels(rows), b, ldb, 0, padded, tile.get(), padded);
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
                 float* out = c + row * ldc + first;
@@ -250,13 +275,14 @@ void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& co
 
 void gemm(const LeftMatrix& a, int64_t groups, const float* b, int64_t ldb, int64_t n, float* c, int64_t ldc,
           const float* scale, const float* shift, Activation act) {
-    gemm(a, groups, n, [&](int64_t group, int64_t first, int64_t last, float* panel, int64_t stride) {
+    gemm(a, groups, n, [&](int64_t group, int64_t first, int64_t last, int64_t row_begin, int64_t row_end,
+                           float* panel, int64_t stride) {
         const float* rows = b + group * a.k * ldb + first;
         const int64_t lines = ((last - first) * int64_t(sizeof(float)) + 63) / 64;
-        for (int64_t r = 0; r < a.k; ++r) {
+        for (int64_t r = row_begin; r < row_end; ++r) {
             // a slice's rows are short runs far apart, each too short for the hardware prefetcher to catch before
             // the copy has read it: fetched PREFETCH_ROWS rows ahead instead
-            if (r + PREFETCH_ROWS < a.k) {
+            if (r + PREFETCH_ROWS < row_end) {
                 const char* ahead = reinterpret_cast<const char*>(rows + (r + PREFETCH_ROWS) * ldb);
                 for (int64_t line = 0; line < lines; ++line) __builtin_prefetch(ahead + 64 * line);
             }

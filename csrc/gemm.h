@@ -32,14 +32,17 @@ struct LeftMatrix {
 void gemm_block(const LeftMatrix& a, int64_t panel_begin, int64_t panel_end, const float* b, int64_t ldb,
                 int64_t column_begin, int64_t column_end, float* c, int64_t ldc);
 
-// Writes columns [first, last) of group `group`'s part of B (its k rows) to `panel`, row r at panel + r * stride.
-using ColumnSource = std::function<void(int64_t group, int64_t first, int64_t last, float* panel, int64_t stride)>;
+// Writes columns [first, last) of rows [row_begin, row_end) of group `group`'s part of B (k rows) to `panel`, row r
+// at panel + r * stride.
+using ColumnSource = std::function<void(int64_t group, int64_t first, int64_t last, int64_t row_begin,
+                                        int64_t row_end, float* panel, int64_t stride)>;
 
 // C (n columns; a.m rows per group, groups stacked, A's groups likewise) = act(A B * scale[row] + shift[row]) on
 // the kernels' pool, in parts of a few panels of one group by a slice of columns, each computed whole by one thread
 // (results do not depend on the thread count). Each thread copies the slice of B it works on into a panel padded
 // to whole vectors (`columns` fills it), multiplies it into a tile, and writes the tile's rows to C through the
-// epilogue. Fewer than 8 columns (with a row-major A) are dot products along k instead, the epilogue applied in
+// epilogue; where B is one slice wide and every thread would copy the same panels, the threads copy them once,
+// together, first. Fewer than 8 columns (with a row-major A) are dot products along k instead, the epilogue applied in
 // place. scale may be null (1); shift may be null (no affine map, no activation).
 void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& columns, float* c, int64_t ldc,
           const float* scale, const float* shift, Activation act);

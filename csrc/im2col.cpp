@@ -52,8 +52,9 @@ void im2col_gemm(const float* images, int64_t batch, int64_t groups, const ConvG
     const LeftMatrix a{weights, filters / groups, rows, rows, false};
     for (int64_t i = 0; i < batch; ++i) {
         const float* image = images + i * groups * group_plane;
-        gemm(a, groups, cols, [&](int64_t group, int64_t first, int64_t last, float* panel, int64_t stride) {
-            for (int64_t row = 0; row < rows; ++row)
+        gemm(a, groups, cols, [&](int64_t group, int64_t first, int64_t last, int64_t row_begin, int64_t row_end,
+                                  float* panel, int64_t stride) {
+            for (int64_t row = row_begin; row < row_end; ++row)
                 fill_row(image + group * group_plane, g, row, first, last, panel + row * stride);
         }, y + i * filters * cols, cols, scale, shift, act);
     }
