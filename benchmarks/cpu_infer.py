@@ -1,14 +1,15 @@
 """CPU inference speed, ours vs OpenCV DNN and onnxruntime in the same run: yolov4-tiny 416, efficientnet_b0 224
 and cfg/mixnet_m.cfg 224, batch 1.
 
-    python benchmarks/cpu_infer.py [--repeat N] [--mode blocks|alternate] [--threads N] [--layers] [--nets a,b]
+    python benchmarks/cpu_infer.py [--repeat N] [--rounds R] [--mode blocks|alternate] [--threads N] [--layers]
+                                   [--nets a,b]
 
 Prints the median ms/image of the three engines and the ratios ours/OpenCV and ours/onnxruntime (goal: <= 1.0 for
-both), with the lowest and highest ratio of the rounds' medians (their spread). onnxruntime runs our own ONNX
+both), with the lowest, highest and median ratio of the rounds' medians (their spread). onnxruntime runs our own ONNX
 export of the same network and weights (intra-op threads = --threads, one inter-op thread, all graph
 optimizations); our network's weights are frozen (Network.freeze_weights, as the CLI's inference verbs do). A
 net name is looked up in the project's cfg/ first, then in darknet's bundled cfgs. --mode blocks
-(default, the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in 3 rounds, so
+(default, the like-for-like figure on a quiet machine): each engine runs `repeat` images in a row, in R rounds (3), so
 each keeps its thread pool warm as in real use (after a
 pause that lets the engine before it go idle). --mode alternate: the engines take turns image by image, so that
 load from other processes hits both alike; that costs OpenCV (its pool goes cold between calls: yolov4-tiny 34 ms
@@ -94,9 +95,10 @@ def layer_breakdown(net, x, repeat):
 
 
 def spread(ours, theirs):
-    """The lowest and highest ratio of ours to theirs over the rounds (each round's medians)."""
+    """The lowest and highest ratio of ours to theirs over the rounds (each round's medians), and their median:
+    on a shared host whose speed drifts, the engines of one round ran closest in time."""
     ratios = [a / b for a, b in zip(ours, theirs)]
-    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+    return f"{min(ratios):.2f}-{max(ratios):.2f} (median {float(np.median(ratios)):.2f})"
 
 
 def onnx_session(path, threads, profile_prefix=None):
@@ -132,6 +134,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--mode", choices=("blocks", "alternate"), default="blocks")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of blocks (--mode blocks)")
     parser.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all)")
     parser.add_argument("--layers", action="store_true",
                         help="our time per layer type, and onnxruntime's per operator type (its profiler)")
@@ -179,9 +182,9 @@ def main():
             cvnet.forward(outputs)
         def onnxruntime():
             ort_session.run(None, {ort_input: x})
-        measure = in_blocks if args.mode == "blocks" else alternate
-        (ours, our_rounds), (cv_time, cv_rounds), (ort_time, ort_rounds) = measure(
-            [lambda: net.forward(x), opencv, onnxruntime], args.repeat)
+        fns = [lambda: net.forward(x), opencv, onnxruntime]
+        (ours, our_rounds), (cv_time, cv_rounds), (ort_time, ort_rounds) = (
+            in_blocks(fns, args.repeat, args.rounds) if args.mode == "blocks" else alternate(fns, args.repeat))
         print(f"{name:<20}{1000 * ours:>10.1f}{1000 * cv_time:>12.1f}{1000 * ort_time:>10.1f}"
               f"{ours / cv_time:>9.2f}{ours / ort_time:>7.2f}   rounds /OpenCV {spread(our_rounds, cv_rounds)}, "
               f"/ORT {spread(our_rounds, ort_rounds)}", flush=True)
