@@ -134,11 +134,12 @@ struct DepthwisePlanes {
         const int64_t taps = g.kernel * g.kernel, in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
         const int64_t padded_rows = g.stride_h * p.rows;
         float* grid = buffer + p.buffer;
+        float* weight_vectors = grid + p.grid;   // each tap's weight in every lane: one load per tap and block
         const int64_t* tap = p.tap.data();
         for (int64_t plane = begin; plane < end; ++plane) {
             const int64_t c = plane % channels;
             const float* in = x + plane * in_plane;
-            const float* w = weights + c * taps;
+            for (int64_t t = 0; t < taps; ++t) store(weight_vectors + t * W, splat<V>(weights[c * taps + t]));
             float* out = y + plane * out_plane;
             // the next plane's input is fetched while this one is computed: its first read (from L3 or memory,
             // where the layer before left it) would otherwise stall the copy into the phases
@@ -152,16 +153,15 @@ struct DepthwisePlanes {
                 // every phase row this block's taps reach (within-phase indices up to j + BLOCK - 1 + reach): the
                 // stride_h padded input rows of each
                 for (; ready <= j + BLOCK - 1 + p.reach && filled < padded_rows; ready += p.row)
-                    for (const int64_t stop = filled + g.stride_h; filled < stop; ++filled)
+                    for (int64_t phase = 0; phase < g.stride_h; ++phase, ++filled)   // phase row ready / p.row
                         split_row<V>(in, filled - g.offset, g, p.row,
-                                     buffer + (filled % g.stride_h) * g.stride_w * p.size + filled / g.stride_h * p.row,
-                                     p.size);
+                                     buffer + phase * g.stride_w * p.size + ready, p.size);
                 for (const int64_t stop = std::min(lines, fetched + per_block); fetched < stop; ++fetched)
                     __builtin_prefetch(next + fetched * 64);
                 V sum[NV] = {};
                 for (int64_t t = 0; t < taps; ++t) {
                     const float* src = buffer + tap[t] + j;
-                    const V wv = V{} + w[t];
+                    const V wv = load<V>(weight_vectors + t * W);
 #pragma GCC unroll 16
                     for (int64_t v = 0; v < NV; ++v) sum[v] += wv * load<V>(src + v * W);
                 }
@@ -368,7 +368,7 @@ int64_t depthwise_thread_floats(const WindowGeometry& g) {
         return (e.rows * e.cols + g.kernel * g.kernel + outputs) * CHANNEL_BLOCK;
     }
     const Phases p = phases_of(g);
-    return p.buffer + p.grid;
+    return p.buffer + p.grid + g.kernel * g.kernel * 16;   // 16: the widest vector's lanes
 }
 
 void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t batch, int64_t channels,
