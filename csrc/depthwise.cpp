@@ -185,9 +185,9 @@ struct DepthwisePlanes {
 // Small planes, where most of a grid's vectors would be unused columns: lanes<V>() channels at once, each vector
 // holding one position of those channels. Per block of CHANNEL_BLOCK channels of one image: their padded windows
 // interleaved (position-major, channel fastest) and their weights likewise, the outputs summed tap by tap for
-// up to OUTPUT_RUN positions at a time (one load of a tap's weights serves them all), then written back to the
-// channels' planes and the epilogue applied per plane. Interleaving and writing back go lanes<V>() positions of
-// lanes<V>() channels at a time, through an in-register transpose.
+// up to OUTPUT_RUN positions at a time (one load of a tap's weights serves them all), the epilogue applied to
+// the interleaved sums, then written back to the channels' planes. Interleaving and writing back go lanes<V>()
+// positions of lanes<V>() channels at a time, through an in-register transpose.
 constexpr int64_t CHANNEL_BLOCK = 16, OUTPUT_RUN = 8;   // row_outputs' switch covers the rest of a row
 
 struct ChannelWindow {
