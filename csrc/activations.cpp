@@ -140,14 +140,12 @@ template <Activation A>
 struct AffineInterleaved {
     template <class V>
     static DARKNET_PY_INLINE void run(float* x, int64_t n, int64_t width, const float* scale, const float* shift) {
+        int64_t i = 0;
         if (lanes<V>() == width) {
             const V s = load<V>(scale), b = load<V>(shift);
-            int64_t i = 0;
             for (; i + lanes<V>() <= n; i += lanes<V>()) store(x + i, activate<A>(load<V>(x + i) * s + b));
-            for (; i < n; ++i) x[i] = activate<A>(x[i] * scale[i % width] + shift[i % width]);
-            return;
         }
-        for (int64_t i = 0; i < n; ++i) x[i] = activate<A>(x[i] * scale[i % width] + shift[i % width]);
+        for (; i < n; ++i) x[i] = activate<A>(x[i] * scale[i % width] + shift[i % width]);
     }
 };
 

@@ -368,7 +368,7 @@ int64_t depthwise_thread_floats(const WindowGeometry& g) {
         return (e.rows * e.cols + g.kernel * g.kernel + outputs) * CHANNEL_BLOCK;
     }
     const Phases p = phases_of(g);
-    return p.buffer + p.grid + g.kernel * g.kernel * 16;   // 16: the widest vector's lanes
+    return p.buffer + p.grid + g.kernel * g.kernel * lanes<Vec16>();   // the weight vectors, at the widest
 }
 
 void depthwise_conv2d(const float* x, const float* weights, float* y, int64_t batch, int64_t channels,

@@ -220,45 +220,44 @@ void gemm(const LeftMatrix& a, int64_t groups, int64_t n, const ColumnSource& co
     if (n < DOT_COLUMNS && !a.packed) return dot_gemm(a, groups, n, columns, c, ldc, scale, shift, act);
     const int64_t panels = packed_panels(a.m), chunks = (panels + PART_PANELS - 1) / PART_PANELS;
     const int64_t width = part_columns(a.k), slices = (n + width - 1) / width, stride = part_stride(a.k, n);
-    // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
     // B one slice wide, no more groups than threads: every part of a group reads the same panel, which each thread
     // would copy for itself (a 7x7 map's 960 rows: 2 threads were 1.3x one). Copied once, by all threads, first;
-    // gemm_thread_floats' per-thread panel covers it.
+    // gemm_thread_floats' per-thread panel covers it. A panel's rows are a vector longer than its columns.
     const int threads = num_threads();
     const bool shared = slices == 1 && threads > 1 && groups <= threads && groups * chunks > 1;
-    const int64_t shared_ldb = round_up(n, COLUMN_ALIGN) + COLUMN_ALIGN;
-    const auto shared_panels = scratch_floats(shared ? groups * a.k * shared_ldb : 0);
+    const int64_t panel_ldb = stride + COLUMN_ALIGN;
+    const auto shared_panels = scratch_floats(shared ? groups * a.k * panel_ldb : 0);
     if (shared) {
         parallel_for(groups * a.k, [&](int64_t begin, int64_t end) {
             for (int64_t item = begin; item < end;) {
                 const int64_t group = item / a.k, row = item % a.k, rows = std::min(a.k - row, end - item);
-                float* panel = shared_panels.get() + group * a.k * shared_ldb;
-                fill_panel(columns, group, 0, n, row, row + rows, panel, shared_ldb);
+                float* panel = shared_panels.get() + group * a.k * panel_ldb;
+                fill_panel(columns, group, 0, n, row, row + rows, panel, panel_ldb);
                 item += rows;
             }
         }, 1 + 8192 / n);
     }
+    // parts numbered slice-major, then by group: consecutive parts, as one thread takes them, share their panel of B
     parallel_for(slices * groups * chunks, [&](int64_t begin, int64_t end) {
         // gemm_thread_floats counts these two
-        const auto panel_of_b = scratch_floats(shared ? 0 : a.k * (stride + COLUMN_ALIGN));
+        const auto panel_of_b = scratch_floats(shared ? 0 : a.k * panel_ldb);
         const auto tile = scratch_floats(PART_PANELS * PACK_ROWS * stride);
         int64_t loaded = -1;
         for (int64_t part = begin; part < end; ++part) {
             const int64_t chunk = part % chunks, group = part / chunks % groups, slice = part / (chunks * groups);
             const int64_t first = slice * width, count = std::min(n - first, width);
             const int64_t padded = round_up(count, COLUMN_ALIGN);
-            const int64_t ldb = shared ? shared_ldb : padded + COLUMN_ALIGN;
-            const float* b = shared ? shared_panels.get() + group * a.k * shared_ldb : panel_of_b.get();
+            const float* b = shared ? shared_panels.get() + group * a.k * panel_ldb : panel_of_b.get();
             if (!shared && part / chunks != loaded) {
                 loaded = part / chunks;
-                fill_panel(columns, group, first, first + count, 0, a.k, panel_of_b.get(), ldb);
+                fill_panel(columns, group, first, first + count, 0, a.k, panel_of_b.get(), panel_ldb);
             }
             // this chunk of panels of this group's A as a matrix of its own
             const int64_t panel0 = chunk * PART_PANELS, row0 = panel0 * PACK_ROWS;
             const int64_t rows = std::min(PART_PANELS * PACK_ROWS, a.m - row0);
             const int64_t offset = a.packed ? (group * panels + panel0) * PACK_ROWS * a.k : (group * a.m + row0) * a.lda;
             const LeftMatrix part_of_a{a.data + offset, rows, a.k, a.lda, a.packed};
-            gemm_block(part_of_a, 0, packed_panels(rows), b, ldb, 0, padded, tile.get(), padded);
+            gemm_block(part_of_a, 0, packed_panels(rows), b, panel_ldb, 0, padded, tile.get(), padded);
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t row = group * a.m + row0 + r;
                 float* out = c + row * ldc + first;

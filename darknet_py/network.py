@@ -149,10 +149,10 @@ class Network:
         trusts its cached Winograd weights without comparing the 3x3 weights with a copy of them at every forward
         (for yolov4-tiny, 24 MB read twice per image). Writing into a frozen array raises; assign a new array,
         or set the array's flags.writeable back to True (the comparison resumes), to change weights afterwards.
-        Arrays on a GPU are left as they are."""
+        Arrays on a GPU, and arrays already frozen (a second call), are left as they are."""
         for layer in self.layers:
             for name, array in layer.weights.items():
-                if isinstance(array, np.ndarray):
+                if isinstance(array, np.ndarray) and (array.flags.writeable or array.base is not None):
                     frozen = array.copy()
                     frozen.flags.writeable = False
                     layer.weights[name] = frozen

@@ -507,6 +507,8 @@ def test_frozen_network_weights_are_read_only_copies_that_compute_the_same(share
     assert net.ops._winograd_cache and all(entry[0] is None for entry in net.ops._winograd_cache.values())
     with pytest.raises(ValueError):
         frozen += 1
+    net.freeze_weights()                        # again: the frozen arrays (and their cached transforms) are kept
+    assert net.layers[2].weights["weights"] is frozen
 
 
 @pytest.mark.parametrize("mode", ["uncached", "off"])
